@@ -1,0 +1,36 @@
+"""jupyter-ft: QLoRA fine-tuning from a Jupyter notebook, in a background thread of the kernel.
+
+Importing the package is cheap (no torch): the heavy pieces load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import ConfigError, FineTuneConfig
+
+__version__ = "0.1.0"
+
+__all__ = ["ConfigError", "FineTuneConfig", "Run", "RunStore", "finetune", "resume", "estimate_memory", "__version__"]
+
+_LAZY = {
+    "Run": ("training", "Run"),
+    "finetune": ("training", "finetune"),
+    "resume": ("training", "resume"),
+    "RunStore": ("store", "RunStore"),
+    "estimate_memory": ("models", "estimate_memory"),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import estimate_memory
+    from .store import RunStore
+    from .training import Run, finetune, resume
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'jupyter_ft' has no attribute {name!r}")

@@ -1,0 +1,397 @@
+"""The fine-tuning configuration: one dataclass tree shared by the YAML cell, the form and the run record.
+
+Validation collects *every* problem before raising, because a user editing a ``%%finetune`` cell fixes
+all typos in one go rather than one per launch. This module must stay light: it is imported by the
+magics and the form, so it never imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "FineTuneConfig",
+    "LoraSettings",
+    "ModelConfig",
+    "OutputConfig",
+    "Problem",
+    "QuantizationConfig",
+    "TrainingConfig",
+]
+
+DATA_FORMATS = ("auto", "alpaca", "chat", "prompt_completion", "text")
+QUANT_METHODS = ("4bit-nf4", "8bit", "none")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+COLUMN_ROLES = ("instruction", "input", "output", "messages", "prompt", "completion", "text")
+BUILTIN_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem: where it is, what was given, and what to do about it."""
+
+    path: str
+    message: str
+    value: Any = None
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}"
+        if self.value is not None:
+            text += f" (got {self.value!r})"
+        if self.hint:
+            text += f". {self.hint}"
+        return text
+
+
+class ConfigError(ValueError):
+    """Raised with every problem in a configuration; ``problems`` keeps them structured for the form."""
+
+    def __init__(self, problems: list[Problem], source: str = "config") -> None:
+        self.problems = list(problems)
+        lines = [f"{len(self.problems)} problem(s) in the {source}:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained model to start from."""
+
+    name: str = BUILTIN_MODEL
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they become token sequences."""
+
+    source: Any = "demo:support_tickets"
+    format: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+    eval_split: float = 0.1
+    max_length: int = 512
+    packing: bool = False
+    completion_only_loss: bool = True
+    system_prompt: str | None = None
+    eval_source: Any = None
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter shape; ``target_modules='all-linear'`` follows the QLoRA paper."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"
+
+
+@dataclass
+class QuantizationConfig:
+    """How the frozen base weights are stored while the adapter trains."""
+
+    method: str = "4bit-nf4"
+    double_quant: bool = True
+
+
+@dataclass
+class TrainingConfig:
+    """Optimiser and schedule. ``max_steps`` wins over ``epochs`` when set."""
+
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup: float = 0.05
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    eval_every: int = 50
+    save_every: int = 100
+    logging_every: int = 5
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class OutputConfig:
+    """Where the run directory goes; ``name`` is a label, the run id stays unique."""
+
+    root: str = "ft_runs"
+    name: str | None = None
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "lora": LoraSettings,
+    "quantization": QuantizationConfig,
+    "training": TrainingConfig,
+    "output": OutputConfig,
+}
+
+
+@dataclass
+class FineTuneConfig:
+    """The whole configuration of one run. Build it with ``from_yaml``, ``from_dict`` or keywords."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_yaml(cls, text: str, **overrides: Any) -> "FineTuneConfig":
+        """Parse a YAML body (``yaml.safe_load``); a syntax error names the line and column."""
+        try:
+            data = yaml.load(text, Loader=_Loader) if text and text.strip() else {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(
+                [Problem("yaml", f"invalid YAML at {where}: {problem}", hint="Check indentation and 'key: value' pairs")],
+                source="YAML",
+            ) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                [Problem("yaml", "the body must be a mapping of sections", type(data).__name__,
+                         "Write e.g. 'training:\\n  learning_rate: 2e-4'")],
+                source="YAML",
+            )
+        return cls.from_dict(data, **overrides)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None = None, **overrides: Any) -> "FineTuneConfig":
+        """Build from nested sections; ``overrides`` use dotted or double-underscore keys
+        (``training.learning_rate=1e-4`` via ``**{"training.learning_rate": 1e-4}`` or ``training__learning_rate``)."""
+        merged: dict[str, Any] = _deep_copy(dict(data or {}))
+        for key, value in overrides.items():
+            _set_dotted(merged, key.replace("__", "."), value)
+        problems: list[Problem] = []
+        sections: dict[str, Any] = {}
+        for key in merged:
+            if key not in SECTIONS:
+                problems.append(_unknown(key, key, SECTIONS))
+        for name, section_cls in SECTIONS.items():
+            raw = merged.get(name, {})
+            if name == "quantization" and isinstance(raw, str):
+                raw = {"method": raw}  # shorthand: `quantization: none`
+            if name == "model" and isinstance(raw, str):
+                raw = {"name": raw}  # shorthand: `model: path/or/hub-id`
+            if raw is None:
+                raw = {}
+            if not isinstance(raw, Mapping):
+                problems.append(Problem(name, "must be a mapping of fields", raw, f"Fields: {', '.join(_names(section_cls))}"))
+                raw = {}
+            known = {f.name for f in fields(section_cls)}
+            kwargs = {}
+            for k, v in raw.items():
+                if k in known:
+                    kwargs[k] = v
+                else:
+                    problems.append(_unknown(f"{name}.{k}", str(k), known))
+            sections[name] = section_cls(**kwargs)
+        config = cls(**sections)
+        problems += config.problems()
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+    # ----------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if not isinstance(self.data.source, (str, type(None))):
+            out["data"]["source"] = f"<in-memory {type(self.data.source).__name__}>"
+        if not isinstance(self.data.eval_source, (str, type(None))):
+            out["data"]["eval_source"] = f"<in-memory {type(self.data.eval_source).__name__}>"
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+    def replace(self, **overrides: Any) -> "FineTuneConfig":
+        """A validated copy with dotted overrides applied (``training.learning_rate=1e-4``)."""
+        data = dataclasses.asdict(self)
+        data["data"]["source"] = self.data.source
+        data["data"]["eval_source"] = self.data.eval_source
+        return FineTuneConfig.from_dict(data, **overrides)
+
+    # ----------------------------------------------------------------- validation
+    def problems(self) -> list[Problem]:
+        """Every problem with the current values; empty when the config is valid."""
+        p: list[Problem] = []
+        m, d, l, q, t, o = self.model, self.data, self.lora, self.quantization, self.training, self.output
+
+        _check_str(p, "model.name", m.name, nonempty=True, hint="Use a hub id, a local directory, a .gguf file or "
+                   f"'{BUILTIN_MODEL}'")
+        if m.revision is not None:
+            _check_str(p, "model.revision", m.revision)
+        _check_bool(p, "model.trust_remote_code", m.trust_remote_code)
+
+        if d.source is None or (isinstance(d.source, str) and not d.source.strip()):
+            p.append(Problem("data.source", "is required", d.source,
+                             "Give a file (.jsonl/.json/.csv/.parquet), a datasets directory, a DataFrame or "
+                             "'demo:support_tickets'"))
+        if d.format not in DATA_FORMATS:
+            p.append(_choice("data.format", d.format, DATA_FORMATS))
+        if not isinstance(d.columns, Mapping):
+            p.append(Problem("data.columns", "must map roles to column names", d.columns,
+                             f"Roles: {', '.join(COLUMN_ROLES)}, e.g. {{output: answer}}"))
+        else:
+            for role, col in d.columns.items():
+                if role not in COLUMN_ROLES:
+                    p.append(_unknown(f"data.columns.{role}", str(role), COLUMN_ROLES))
+                elif not isinstance(col, str) or not col:
+                    p.append(Problem(f"data.columns.{role}", "must be a column name", col))
+        _check_number(p, "data.eval_split", d.eval_split, lo=0.0, hi=0.9, hint="Use a fraction such as 0.1, "
+                      "or 0 to skip evaluation")
+        _check_int(p, "data.max_length", d.max_length, lo=16, hint="Typical values are 256-2048 tokens")
+        _check_bool(p, "data.packing", d.packing)
+        _check_bool(p, "data.completion_only_loss", d.completion_only_loss)
+        if d.system_prompt is not None:
+            _check_str(p, "data.system_prompt", d.system_prompt)
+
+        _check_int(p, "lora.r", l.r, lo=1, hi=1024, hint="Common ranks are 8, 16, 32, 64")
+        _check_number(p, "lora.alpha", l.alpha, lo=0.0, strict_lo=True, hint="Usually 2 x r")
+        _check_number(p, "lora.dropout", l.dropout, lo=0.0, hi=0.9)
+        tm = l.target_modules
+        if not (isinstance(tm, str) and tm) and not (isinstance(tm, list) and tm and all(isinstance(x, str) for x in tm)):
+            p.append(Problem("lora.target_modules", "must be 'all-linear' or a list of module names", tm,
+                             "e.g. [q_proj, v_proj]"))
+
+        if q.method not in QUANT_METHODS:
+            p.append(_choice("quantization.method", q.method, QUANT_METHODS))
+        _check_bool(p, "quantization.double_quant", q.double_quant)
+
+        _check_number(p, "training.learning_rate", t.learning_rate, lo=0.0, strict_lo=True, hi=1.0,
+                      hint="LoRA usually trains well between 1e-5 and 1e-3")
+        if t.max_steps is None:
+            _check_number(p, "training.epochs", t.epochs, lo=0.0, strict_lo=True, hi=1000,
+                          hint="Set epochs > 0 or give training.max_steps")
+        else:
+            _check_int(p, "training.max_steps", t.max_steps, lo=1, hint="Use null to train for training.epochs")
+        _check_int(p, "training.batch_size", t.batch_size, lo=1, hi=4096, hint="Lower it if you run out of memory")
+        _check_int(p, "training.grad_accum", t.grad_accum, lo=1, hi=4096)
+        if isinstance(t.warmup, bool) or not isinstance(t.warmup, (int, float)) or t.warmup < 0 or (
+            isinstance(t.warmup, float) and not t.warmup.is_integer() and t.warmup >= 1
+        ):
+            p.append(Problem("training.warmup", "must be a ratio in [0, 1) or a whole number of steps", t.warmup))
+        if t.scheduler not in SCHEDULERS:
+            p.append(_choice("training.scheduler", t.scheduler, SCHEDULERS))
+        _check_number(p, "training.weight_decay", t.weight_decay, lo=0.0, hi=1.0)
+        _check_number(p, "training.max_grad_norm", t.max_grad_norm, lo=0.0)
+        _check_int(p, "training.seed", t.seed, lo=0)
+        for name in ("eval_every", "save_every", "logging_every"):
+            _check_int(p, f"training.{name}", getattr(t, name), lo=1, hint="A number of optimizer steps")
+        _check_bool(p, "training.gradient_checkpointing", t.gradient_checkpointing)
+
+        _check_str(p, "output.root", o.root, nonempty=True)
+        if o.name is not None:
+            _check_str(p, "output.name", o.name, nonempty=True)
+        return p
+
+    def validate(self) -> "FineTuneConfig":
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+# --------------------------------------------------------------------------- helpers
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``2e-4`` as a float.
+
+    YAML 1.1 requires a dot in a float (``2.0e-4``), so plain safe_load returns the string '2e-4' for the
+    way everyone writes a learning rate.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+def _names(section_cls: type) -> list[str]:
+    return [f.name for f in fields(section_cls)]
+
+
+def _unknown(path: str, key: str, known: Any) -> Problem:
+    match = difflib.get_close_matches(key, [str(k) for k in known], n=1, cutoff=0.6)
+    hint = f"Did you mean '{match[0]}'?" if match else f"Known keys: {', '.join(sorted(map(str, known)))}"
+    return Problem(path, "unknown key", hint=hint)
+
+
+def _choice(path: str, value: Any, choices: tuple[str, ...]) -> Problem:
+    match = [c for c in choices if str(value) and c.startswith(str(value))][:1]
+    match = match or difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+    hint = f"Did you mean '{match[0]}'?" if match else f"Choose one of: {', '.join(choices)}"
+    return Problem(path, "is not a valid choice", value, hint)
+
+
+def _check_bool(p: list[Problem], path: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        p.append(Problem(path, "must be true or false", value))
+
+
+def _check_str(p: list[Problem], path: str, value: Any, nonempty: bool = False, hint: str = "") -> None:
+    if not isinstance(value, str) or (nonempty and not value.strip()):
+        p.append(Problem(path, "must be a non-empty string" if nonempty else "must be a string", value, hint))
+
+
+def _check_int(p: list[Problem], path: str, value: Any, lo: int | None = None, hi: int | None = None,
+               hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        p.append(Problem(path, "must be a whole number", value, hint))
+    elif lo is not None and value < lo:
+        p.append(Problem(path, f"must be >= {lo}", value, hint))
+    elif hi is not None and value > hi:
+        p.append(Problem(path, f"must be <= {hi}", value, hint))
+
+
+def _check_number(p: list[Problem], path: str, value: Any, lo: float | None = None, hi: float | None = None,
+                  strict_lo: bool = False, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        p.append(Problem(path, "must be a number", value, hint))
+    elif lo is not None and (value <= lo if strict_lo else value < lo):
+        p.append(Problem(path, f"must be {'>' if strict_lo else '>='} {lo:g}", value, hint))
+    elif hi is not None and value > hi:
+        p.append(Problem(path, f"must be <= {hi:g}", value, hint))
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, Mapping):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    return d
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part in ("quantization", "model"):
+            child = {"method" if part == "quantization" else "name": child}
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
