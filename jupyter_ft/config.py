@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -189,7 +190,7 @@ class FineTuneConfig:
         sections: dict[str, Any] = {}
         for key in merged:
             if key not in SECTIONS:
-                problems.append(_unknown(key, key, SECTIONS))
+                problems.append(_unknown(str(key), str(key), SECTIONS))
         for name, section_cls in SECTIONS.items():
             raw = merged.get(name, {})
             if name == "quantization" and isinstance(raw, str):
@@ -218,14 +219,17 @@ class FineTuneConfig:
     # ----------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        if not isinstance(self.data.source, (str, type(None))):
+        for key in ("source", "eval_source"):  # a pathlib.Path is a path, not in-memory data
+            if isinstance(out["data"][key], os.PathLike):
+                out["data"][key] = os.fspath(out["data"][key])
+        if not isinstance(out["data"]["source"], (str, type(None))):
             out["data"]["source"] = f"<in-memory {type(self.data.source).__name__}>"
-        if not isinstance(self.data.eval_source, (str, type(None))):
+        if not isinstance(out["data"]["eval_source"], (str, type(None))):
             out["data"]["eval_source"] = f"<in-memory {type(self.data.eval_source).__name__}>"
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
     def replace(self, **overrides: Any) -> "FineTuneConfig":
         """A validated copy with dotted overrides applied (``training.learning_rate=1e-4``)."""
@@ -290,7 +294,7 @@ class FineTuneConfig:
             _check_int(p, "training.max_steps", t.max_steps, lo=1, hint="Use null to train for training.epochs")
         _check_int(p, "training.batch_size", t.batch_size, lo=1, hi=4096, hint="Lower it if you run out of memory")
         _check_int(p, "training.grad_accum", t.grad_accum, lo=1, hi=4096)
-        if isinstance(t.warmup, bool) or not isinstance(t.warmup, (int, float)) or t.warmup < 0 or (
+        if isinstance(t.warmup, bool) or not isinstance(t.warmup, (int, float)) or math.isnan(t.warmup) or t.warmup < 0 or (
             isinstance(t.warmup, float) and not t.warmup.is_integer() and t.warmup >= 1
         ):
             p.append(Problem("training.warmup", "must be a ratio in [0, 1) or a whole number of steps", t.warmup))
@@ -324,9 +328,21 @@ class _Loader(yaml.SafeLoader):
     """
 
 
+_EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    _EXP_FLOAT,
+    list("-+0123456789"),
+)
+
+
+class _Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes strings ``_Loader`` would read as floats ('1e5'), so to_yaml round-trips."""
+
+
+_Dumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    _EXP_FLOAT,
     list("-+0123456789"),
 )
 
@@ -342,7 +358,7 @@ def _unknown(path: str, key: str, known: Any) -> Problem:
 
 def _choice(path: str, value: Any, choices: tuple[str, ...]) -> Problem:
     match = [c for c in choices if str(value) and c.startswith(str(value))][:1]
-    match = match or difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+    match = match or difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
     hint = f"Did you mean '{match[0]}'?" if match else f"Choose one of: {', '.join(choices)}"
     return Problem(path, "is not a valid choice", value, hint)
 

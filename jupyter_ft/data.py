@@ -104,18 +104,22 @@ def load_rows(source: Any) -> tuple[Any, Any | None]:
     datasets.disable_progress_bars()
     name = source_name(source)
     if isinstance(source, datasets.DatasetDict):
-        return _split_dict(source, name)
+        return _nonempty(*_split_dict(source, name), name)
     if isinstance(source, datasets.Dataset):
-        return source, None
+        return _nonempty(source, None, name)
     if isinstance(source, list):
         bad = next((i for i, row in enumerate(source) if not isinstance(row, Mapping)), None)
         if bad is not None:
             raise DataError(f"{name}, row {bad + 1}: expected a dict of column -> value, got {type(source[bad]).__name__}")
         if not source:
             raise DataError(f"{name}: the list is empty; give at least a few examples.")
-        return datasets.Dataset.from_list([dict(r) for r in source]), None
+        rows = [dict(r) for r in source]
+        return _from_records(lambda: datasets.Dataset.from_list(rows), rows, name), None
     if type(source).__name__ == "DataFrame":
-        return datasets.Dataset.from_pandas(source, preserve_index=False), None
+        if len(source) == 0:
+            raise DataError(f"{name}: the DataFrame has no rows.")
+        return _from_records(lambda: datasets.Dataset.from_pandas(source, preserve_index=False),
+                             lambda: source.to_dict("records"), name), None
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(
             f"data.source: cannot load a {type(source).__name__}; give a file path, a datasets directory, "
@@ -134,17 +138,28 @@ def load_rows(source: Any) -> tuple[Any, Any | None]:
             loaded = datasets.load_from_disk(str(path))
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{path}: not a directory written by datasets' save_to_disk ({exc}).") from None
-        return _split_dict(loaded, str(path)) if isinstance(loaded, datasets.DatasetDict) else (loaded, None)
+        return _nonempty(*(_split_dict(loaded, str(path)) if isinstance(loaded, datasets.DatasetDict) else (loaded, None)),
+                         str(path))
     if not path.is_file():
         raise DataError(f"data.source: file not found: {path}. Check the path (relative to {os.getcwd()}).")
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".csv", ".parquet") and path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty.")
     try:
         if suffix in (".jsonl", ".json"):
             _check_json(path)
             ds = datasets.Dataset.from_json(str(path))
         elif suffix == ".csv":
-            ds = datasets.Dataset.from_csv(str(path))
+            # Every CSV cell is text: read all columns as strings so an answer column of numbers ("4", "0")
+            # is not turned into integers that then fail the text check.
+            header = _csv_header(path)
+            ds = datasets.Dataset.from_csv(
+                str(path), features=datasets.Features({c: datasets.Value("string") for c in header}))
         elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            if pq.ParquetFile(str(path)).metadata.num_rows == 0:
+                raise DataError(f"{path}: the file has no rows.")
             ds = datasets.Dataset.from_parquet(str(path))
         else:
             raise DataError(f"{path}: unsupported file type '{suffix}'. Use .jsonl, .json, .csv or .parquet.")
@@ -157,6 +172,43 @@ def load_rows(source: Any) -> tuple[Any, Any | None]:
     return ds, None
 
 
+def _nonempty(ds: Any, ev: Any | None, name: str) -> tuple[Any, Any | None]:
+    if len(ds) == 0:
+        raise DataError(f"{name}: the dataset has no rows.")
+    return ds, ev
+
+
+def _from_records(build: Any, rows: Any, name: str) -> Any:
+    """Build a Dataset; when arrow rejects a column of mixed types, name the first row that breaks it."""
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001 - arrow says 'Expected bytes, got a 'int' object', not where
+        rows = rows() if callable(rows) else rows
+        first: dict[str, tuple[int, type]] = {}
+        for i, row in enumerate(rows):
+            for col, value in row.items():
+                if value is None or (isinstance(value, float) and value != value):  # None / NaN: missing
+                    continue
+                j, kind = first.setdefault(col, (i, type(value)))
+                if type(value) is not kind:
+                    raise DataError(f"{name}, row {i + 1}, column '{col}': got {type(value).__name__} {value!r} "
+                                    f"but row {j + 1} has {kind.__name__}; give every row the same type.") from None
+        raise DataError(f"{name}: could not be converted to a dataset ({type(exc).__name__}: {exc}).") from None
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names exactly as pandas (which datasets reads CSV with) names them."""
+    import pandas as pd
+
+    try:
+        head = pd.read_csv(path, nrows=1, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty.") from None
+    if len(head) == 0:
+        raise DataError(f"{path}: the file has no rows.")
+    return [str(c) for c in head.columns]
+
+
 def _split_dict(dd: Any, name: str) -> tuple[Any, Any | None]:
     if "train" not in dd:
         raise DataError(f"{name}: a DatasetDict needs a 'train' split (has {', '.join(dd.keys())}).")
@@ -167,7 +219,9 @@ def _split_dict(dd: Any, name: str) -> tuple[Any, Any | None]:
 def _check_json(path: Path) -> None:
     """Find the exact bad line of a JSONL file, which arrow's reader never reports."""
     with open(path, encoding="utf-8") as fh:
-        head = fh.read(1).strip()
+        head = fh.read(1)
+        while head.isspace():  # a leading blank line or indent is not an empty file
+            head = fh.read(1)
         fh.seek(0)
         if not head:
             raise DataError(f"{path}: the file is empty.")
@@ -379,10 +433,12 @@ def prepare_data(config: DataConfig, tokenizer: Any, seed: int = 42) -> Prepared
     n_rows = len(train_raw)
     fingerprint = fingerprint_rows(train_raw, {"format": fmt, "columns": columns, "eval_split": config.eval_split,
                                                "seed": seed, "max_length": config.max_length})
+    if eval_raw is not None:  # a validation split or data.eval_source is part of the data as well
+        fingerprint = fingerprint_rows(eval_raw, {"train": fingerprint})
     if eval_raw is None and config.eval_split > 0:
         if n_rows < 2:
             raise DataError(f"{name}: only {n_rows} row(s); need at least 2 to hold some out (or set data.eval_split: 0).")
-        n_eval = max(1, round(n_rows * config.eval_split))
+        n_eval = min(max(1, round(n_rows * config.eval_split)), n_rows - 1)  # keep at least one training row
         split = train_raw.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
         train_raw, eval_raw = split["train"], split["test"]
 

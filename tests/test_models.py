@@ -1,0 +1,106 @@
+"""Model resolution, hardware choices, quantization, LoRA wrapping and the memory estimate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from jupyter_ft import FineTuneConfig
+from jupyter_ft import models
+from jupyter_ft.models import ModelResolutionError, resolve_model
+
+
+def test_local_directory_resolves(tiny_model_dir: Path) -> None:
+    r = resolve_model(str(tiny_model_dir))
+    assert r.kind == "local" and r.path == str(tiny_model_dir)
+
+
+def test_directory_without_config_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(ModelResolutionError, match="directory without config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_missing_gguf_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelResolutionError, match="GGUF file not found"):
+        resolve_model(str(tmp_path / "model.gguf"))
+
+
+def test_missing_local_path(tmp_path: Path) -> None:
+    with pytest.raises(ModelResolutionError, match="no such directory or file"):
+        resolve_model(str(tmp_path / "nope" / "deeper"))
+
+
+def test_unreachable_hub_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    t0 = time.perf_counter()
+    with pytest.raises(ModelResolutionError, match="not in the local Hugging Face cache and the hub cannot be reached"):
+        resolve_model("some-org/some-model-that-is-not-cached")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_offline_mode_fails_without_network_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: pytest.fail("must not probe the hub offline"))
+    with pytest.raises(ModelResolutionError, match="smollm2-135m-instruct"):
+        resolve_model("some-org/uncached")
+
+
+def test_dtype_choice_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delenv("JUPYTER_FT_DTYPE", raising=False)
+    fast = models.cpu_bf16_is_fast()
+    assert isinstance(fast, bool)
+    assert models.select_compute_dtype("cpu") == (torch.bfloat16 if fast else torch.float32)
+    monkeypatch.setenv("JUPYTER_FT_DTYPE", "float32")
+    assert models.select_compute_dtype("cpu") == torch.float32
+
+
+def _config(model_dir: Path, **kw) -> FineTuneConfig:
+    return FineTuneConfig.from_dict({"model": {"name": str(model_dir)}}, **kw)
+
+
+def test_nf4_quantization_and_lora_wrapping(tiny_model_dir: Path) -> None:
+    import bitsandbytes as bnb
+    import torch
+
+    cfg = _config(tiny_model_dir, **{"lora.r": 4})
+    resolved = resolve_model(cfg.model.name)
+    base = models.load_base_model(cfg, resolved, "cpu", torch.float32)
+    linears = [m for m in base.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(linears) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
+    assert linears[0].weight.quant_state.quant_type == "nf4"
+    model = models.apply_lora(base, cfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    expected = sum(4 * (m.in_features + m.out_features) for m in linears)
+    assert trainable == expected
+
+
+def test_no_quantization_keeps_plain_linears(tiny_model_dir: Path) -> None:
+    import bitsandbytes as bnb
+    import torch
+
+    cfg = _config(tiny_model_dir, quantization="none")
+    base = models.load_base_model(cfg, resolve_model(cfg.model.name), "cpu", torch.float32)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in base.modules())
+
+
+def test_memory_estimate_parts(tiny_model_dir: Path) -> None:
+    nf4 = models.estimate_memory(_config(tiny_model_dir), device="cpu")
+    full = models.estimate_memory(_config(tiny_model_dir, quantization="none"), device="cpu")
+    ckpt = models.estimate_memory(_config(tiny_model_dir, **{"training.gradient_checkpointing": True}), device="cpu")
+    big_batch = models.estimate_memory(_config(tiny_model_dir, **{"training.batch_size": 64}), device="cpu")
+    assert nf4.weights < full.weights
+    assert nf4.lora == full.lora > 0 and nf4.optimizer == 3 * nf4.lora
+    assert ckpt.activations < nf4.activations < big_batch.activations
+    assert nf4.total == nf4.weights + nf4.lora + nf4.optimizer + nf4.activations
+    assert nf4.fits and "GiB" in str(nf4)
+
+
+def test_memory_estimate_flags_what_cannot_fit(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "available_memory", lambda device: 1024)
+    est = models.estimate_memory(_config(tiny_model_dir), device="cpu")
+    assert not est.fits and est.to_dict()["fits"] is False

@@ -1,0 +1,222 @@
+"""Runs in the background thread on the tiny model: finish, stop, fail, queue, resume, and the store after each."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import jupyter_ft
+from jupyter_ft.store import RunStore, read_jsonl
+from jupyter_ft.training import active_run, live_run_ids
+
+
+def make_config(model_dir: Path, root: Path, **training) -> dict:
+    t = {"max_steps": 6, "batch_size": 4, "logging_every": 1, "eval_every": 3, "save_every": 3,
+         "learning_rate": 1e-3}
+    t.update(training)
+    return {
+        "model": {"name": str(model_dir)},
+        "data": {"source": "demo:support_tickets", "max_length": 128, "eval_split": 0.05},
+        "lora": {"r": 4, "alpha": 8},
+        "training": t,
+        "output": {"root": str(root)},
+    }
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_runs():
+    yield
+    for run_id in list(live_run_ids()):
+        from jupyter_ft.training import _LIVE
+
+        run = _LIVE.get(run_id)
+        if run is not None:
+            run.stop()
+            run.wait(60)
+
+
+def test_full_run_in_background_thread(tiny_model_dir: Path, root: Path) -> None:
+    events = []
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, root))
+    assert run.status in ("queued", "running")  # returned before training ended
+    run.subscribe(events.append)
+    assert run.wait(120) == "finished", run.run_dir.record.traceback
+
+    rec = RunStore(root).load(run.id)
+    assert rec.status == "finished" and rec.started_at and rec.finished_at and rec.error is None
+    assert rec.config["training"]["max_steps"] == 6
+    assert rec.environment["versions"]["torch"] and rec.model["kind"] == "local"
+    assert rec.dataset["format"] == "alpaca" and rec.dataset["rows"] == 480 and len(rec.dataset["fingerprint"]) == 16
+    assert rec.summary["global_step"] == 6 and rec.summary["best_eval_loss"] is not None
+
+    train_logs = [h for h in run.history if "loss" in h]
+    eval_logs = [h for h in run.history if "eval_loss" in h]
+    assert [h["step"] for h in train_logs] == [1, 2, 3, 4, 5, 6]
+    assert [h["step"] for h in eval_logs] == [3, 6]
+    assert all(h["tokens_per_s"] > 0 and "learning_rate" in h for h in train_logs[1:])
+    assert read_jsonl(run.path / "metrics.jsonl") == json.loads(json.dumps(run.history))
+
+    assert (run.path / "adapter" / "adapter_config.json").is_file()
+    assert (run.path / "adapter" / "adapter_model.safetensors").is_file()
+    assert run.run_dir.last_checkpoint().name == "checkpoint-6"
+    assert (run.path / "dataset" / "train").is_dir() and (run.path / "dataset" / "eval_raw").is_dir()
+
+    kinds = [e.kind for e in events]
+    assert {"log", "eval", "progress", "checkpoint", "status"} <= set(kinds)
+    statuses = [e.data["status"] for e in events if e.kind == "status"]
+    assert statuses[-1] == "finished"
+    assert run.model is None and active_run() is None  # memory released after the run
+
+
+def test_main_thread_is_free_while_training(tiny_model_dir: Path, root: Path) -> None:
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=30, eval_every=100, save_every=100))
+    ticks = 0
+    while not run.done:
+        ticks += 1  # the main thread keeps running Python while the trainer works
+        time.sleep(0.01)
+    assert run.status == "finished"
+    assert ticks > 10
+
+
+def test_stop_mid_run_saves_checkpoint_and_adapter(tiny_model_dir: Path, root: Path) -> None:
+    cfg = make_config(tiny_model_dir, root, max_steps=500, eval_every=1000, save_every=1000)
+    run = jupyter_ft.finetune(cfg)
+    stop_at = {}
+
+    def on_event(event) -> None:
+        if event.kind == "progress" and event.data["step"] >= 4 and not stop_at:
+            stop_at["step"] = event.data["step"]
+            run.stop()
+
+    run.subscribe(on_event)
+    assert run.wait(120) == "stopped"
+    final = run.summary["global_step"]
+    assert stop_at["step"] <= final <= stop_at["step"] + 1  # honoured within one optimizer step
+    assert run.run_dir.last_checkpoint().name == f"checkpoint-{final}"
+    assert (run.path / "adapter" / "adapter_config.json").is_file()
+    assert RunStore(root).load(run.id).status == "stopped"
+
+
+def test_resume_continues_from_last_checkpoint(tiny_model_dir: Path, root: Path) -> None:
+    cfg = make_config(tiny_model_dir, root, max_steps=10, eval_every=1000, save_every=1000)
+    run = jupyter_ft.finetune(cfg)
+    run.subscribe(lambda e: run.stop() if e.kind == "progress" and e.data["step"] >= 4 else None)
+    assert run.wait(120) == "stopped"
+    stopped_at = run.summary["global_step"]
+    assert stopped_at < 10
+
+    resumed = jupyter_ft.resume(run.id, root=str(root), wait=True)
+    assert resumed.status == "finished", resumed.run_dir.record.traceback
+    assert resumed.id == run.id and resumed.summary["global_step"] == 10
+    steps = [h["step"] for h in resumed.metrics() if "loss" in h]
+    assert steps == list(range(1, stopped_at + 1)) + list(range(stopped_at + 1, 11))
+
+
+def test_failure_inside_training_is_recorded_and_worker_survives(tiny_model_dir: Path, root: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import Trainer
+
+    original = Trainer.training_step
+    calls = {"n": 0}
+
+    def broken(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom in step 3")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", broken)
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, root))
+    assert run.wait(120) == "failed"
+    rec = RunStore(root).load(run.id)
+    assert rec.status == "failed" and rec.error == "RuntimeError: boom in step 3"
+    assert "Traceback" in rec.traceback and "boom in step 3" in rec.traceback
+    assert [h["step"] for h in read_jsonl(run.path / "metrics.jsonl") if "loss" in h] == [1, 2]
+
+    monkeypatch.setattr(Trainer, "training_step", original)
+    again = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=2))
+    assert again.wait(120) == "finished"  # the training thread outlived the failure
+
+
+def test_out_of_memory_gets_actionable_message(tiny_model_dir: Path, root: Path, monkeypatch) -> None:
+    import torch
+    from transformers import Trainer
+
+    def oom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "training_step", oom)
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, root))
+    assert run.wait(120) == "failed"
+    assert run.error.startswith("Out of memory with training.batch_size=4 and data.max_length=128.")
+    assert "gradient_checkpointing" in run.error
+
+
+def test_bad_data_fails_the_run_but_keeps_its_record(tiny_model_dir: Path, root: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": 5}\n')
+    cfg = make_config(tiny_model_dir, root)
+    cfg["data"]["source"] = str(bad)
+    run = jupyter_ft.finetune(cfg)
+    assert run.wait(60) == "failed"
+    assert "row 2, column 'output'" in run.error
+    assert RunStore(root).load(run.id).status == "failed"
+
+
+def test_second_run_is_queued_not_concurrent(tiny_model_dir: Path, root: Path) -> None:
+    first = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=12))
+    second = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=2))
+    seen_running_together = threading.Event()
+
+    def watch(event) -> None:
+        if event.kind == "progress" and second.status == "running":
+            seen_running_together.set()
+
+    first.subscribe(watch)
+    assert second.status == "queued"
+    assert first.wait(120) == "finished" and second.wait(120) == "finished"
+    assert not seen_running_together.is_set()
+    r1, r2 = RunStore(root).load(first.id), RunStore(root).load(second.id)
+    assert r2.started_at >= r1.finished_at
+
+
+def test_stop_while_queued_never_trains(tiny_model_dir: Path, root: Path) -> None:
+    first = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=6))
+    second = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=6))
+    second.stop()
+    assert first.wait(120) == "finished"
+    assert second.wait(60) == "stopped"
+    assert second.history == [] and not (second.path / "metrics.jsonl").exists()
+
+
+def test_handler_errors_do_not_break_training(tiny_model_dir: Path, root: Path) -> None:
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=3))
+
+    def explode(event):
+        raise ValueError("dashboard bug")
+
+    run.subscribe(explode)
+    assert run.wait(120) == "finished"
+
+
+def test_config_errors_raise_before_any_run_starts(tmp_path: Path) -> None:
+    with pytest.raises(jupyter_ft.ConfigError, match="training.learning_rate"):
+        jupyter_ft.finetune("training:\n  learning_rate: -1\noutput:\n  root: " + str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+
+
+def test_packing_run_trains(tiny_model_dir: Path, root: Path) -> None:
+    cfg = make_config(tiny_model_dir, root, max_steps=3)
+    cfg["data"]["packing"] = True
+    run = jupyter_ft.finetune(cfg, wait=True)
+    assert run.status == "finished", run.run_dir.record.traceback
+    assert all(h["loss"] > 0 for h in run.history if "loss" in h)
