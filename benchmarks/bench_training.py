@@ -360,7 +360,9 @@ def child_trl(settings: dict[str, Any], tuned: bool) -> dict[str, Any]:
         save_strategy="no",
         report_to=[],
         include_num_input_tokens_seen="non_padding",
-        # precision follows the compute dtype both sides use (TRL's own default is bf16=True)
+        # precision follows the compute dtype both sides use (TRL's own default is bf16=True, which on a
+        # CPU-only machine fails "Your setup doesn't support bf16/gpu" unless use_cpu=True is set too)
+        use_cpu=device == "cpu",
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         model_init_kwargs={"dtype": dtype},
@@ -639,7 +641,8 @@ def orchestrate(ns: argparse.Namespace) -> int:
         "trl_defaults_that_matter": {
             "gradient_checkpointing": "TRL SFTConfig default True (jupyter-ft default False): recomputes the forward "
                                       "in backward, ~20-30% slower; kept in 'trl', turned off in 'trl_tuned'",
-            "bf16": "TRL default True; set here to follow the compute dtype both sides use",
+            "bf16": "TRL default True; set here to follow the compute dtype both sides use. On a CPU-only machine "
+                    "TRL's default bf16=True raises ValueError unless use_cpu=True, so the script sets use_cpu",
             "sampler": "TRL/Trainer default 'random' (more padding per batch); jupyter-ft groups by length; "
                        "'trl_tuned' uses group_by_length",
             "padding": "both pad dynamically to the longest row in the batch; TRL padding_free needs FlashAttention",

@@ -18,6 +18,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "jupyter_ft" / "demo" / "support_tickets.jsonl"
+# Converted GGUF models go to a cache inside the checkout (git-ignored), never the user's ~/.cache.
+os.environ["JUPYTER_FT_CACHE"] = os.environ.get("JUPYTER_FT_TEST_CACHE", str(REPO / ".ft-test-cache"))
 
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -72,8 +74,3 @@ def demo_rows() -> list[dict]:
     return [json.loads(line) for line in DEMO.read_text().splitlines()]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep converted GGUF models in one per-session cache, never the user's."""
-    cache = os.environ.get("JUPYTER_FT_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "ft-cache")
-    monkeypatch.setenv("JUPYTER_FT_CACHE", cache)
