@@ -34,3 +34,10 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module 'jupyter_ft' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_ft`` registers ``%%finetune``, ``%ft_runs``, ``%ft_stop``, ... (see ``%ft_help``)."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)

@@ -294,7 +294,7 @@ class FineTuneConfig:
             _check_int(p, "training.max_steps", t.max_steps, lo=1, hint="Use null to train for training.epochs")
         _check_int(p, "training.batch_size", t.batch_size, lo=1, hi=4096, hint="Lower it if you run out of memory")
         _check_int(p, "training.grad_accum", t.grad_accum, lo=1, hi=4096)
-        if isinstance(t.warmup, bool) or not isinstance(t.warmup, (int, float)) or math.isnan(t.warmup) or t.warmup < 0 or (
+        if isinstance(t.warmup, bool) or not isinstance(t.warmup, (int, float)) or not t.warmup >= 0 or (  # NaN too
             isinstance(t.warmup, float) and not t.warmup.is_integer() and t.warmup >= 1
         ):
             p.append(Problem("training.warmup", "must be a ratio in [0, 1) or a whole number of steps", t.warmup))

@@ -138,8 +138,9 @@ def load_rows(source: Any) -> tuple[Any, Any | None]:
             loaded = datasets.load_from_disk(str(path))
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{path}: not a directory written by datasets' save_to_disk ({exc}).") from None
-        return _nonempty(*(_split_dict(loaded, str(path)) if isinstance(loaded, datasets.DatasetDict) else (loaded, None)),
-                         str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            return _nonempty(*_split_dict(loaded, str(path)), str(path))
+        return _nonempty(loaded, None, str(path))
     if not path.is_file():
         raise DataError(f"data.source: file not found: {path}. Check the path (relative to {os.getcwd()}).")
     suffix = path.suffix.lower()

@@ -14,6 +14,7 @@ import re
 import secrets
 import socket
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -121,6 +122,7 @@ class RunDir:
     def __init__(self, path: Path, record: RunRecord) -> None:
         self.path = Path(path)
         self.record = record
+        self._lock = threading.Lock()  # Stop (main thread) and the trainer may save at the same moment
 
     # paths
     @property
@@ -148,9 +150,10 @@ class RunDir:
         return self.path / "dataset"
 
     def save(self, **changes: Any) -> None:
-        for key, value in changes.items():
-            setattr(self.record, key, value)
-        write_json_atomic(self.run_json, self.record.to_dict())
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self.record, key, value)
+            write_json_atomic(self.run_json, self.record.to_dict())
 
     def log_metrics(self, entry: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, entry)

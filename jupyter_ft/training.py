@@ -106,6 +106,7 @@ class Run:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
+        self._output_parent: Any = None
 
     # ------------------------------------------------------------ public API
     @property
@@ -143,6 +144,7 @@ class Run:
                 return self
             _LIVE[self.id] = self
         self._done.clear()
+        self._output_parent = _capture_output_parent()
         self._set_status("queued")
         _QUEUE.put(self)
         _ensure_worker()
@@ -206,6 +208,7 @@ class Run:
 
     # ------------------------------------------------------------ the work (training thread)
     def _execute(self) -> None:
+        _route_output(self._output_parent)
         if self._stop.is_set():
             self._set_status("stopped", finished_at=now())
             return
@@ -453,6 +456,37 @@ class _RunCallbackMixin:
 
 
 # --------------------------------------------------------------------------- helpers
+def _capture_output_parent() -> Any:
+    """The Jupyter message that launched the run (ipykernel's stdout knows it), so that whatever the
+    training thread prints lands under the launching cell instead of whichever cell runs last."""
+    stream = sys.stdout
+    if hasattr(stream, "set_thread_parent"):
+        return getattr(stream, "parent_header", None)
+    return None
+
+
+def _route_output(parent: Any) -> None:
+    if not parent:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        setter = getattr(stream, "set_thread_parent", None)
+        if setter is not None:
+            try:
+                setter(parent)
+            except Exception:  # noqa: BLE001 - output routing is best effort
+                pass
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        for hook in (getattr(shell, "display_pub", None), getattr(shell, "displayhook", None)):
+            setter = getattr(hook, "set_thread_parent", None)
+            if setter is not None:
+                setter(parent)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _explain(exc: BaseException, config: FineTuneConfig) -> str:
     """A one-paragraph message the dashboard shows; the traceback goes to run.json."""
     import torch
