@@ -1,0 +1,389 @@
+"""IPython magics: ``%%finetune`` and friends. Parsing and display only; the work lives in the modules.
+
+``%load_ext jupyter_ft`` registers them (or list ``jupyter_ft`` in ``c.InteractiveShellApp.extensions``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+import yaml
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import HTML, display
+
+from .config import ConfigError, FineTuneConfig, Problem
+
+__all__ = ["FineTuneMagics", "load_ipython_extension", "expand_variables", "locate"]
+
+_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = "__jupyter_ft_var_{}__"
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def expand_variables(text: str, namespace: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Expand ``$name`` and ``{name}`` from the notebook namespace before YAML parsing.
+
+    Scalars are written into the text as YAML; objects (a DataFrame, a list of rows, a Dataset) are
+    replaced by a placeholder and put back after parsing, so ``source: $df`` hands over the object
+    itself. ``{...}`` that is not a plain known name (a YAML flow mapping such as ``{output: answer}``)
+    is left alone.
+    """
+    objects: dict[str, Any] = {}
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in namespace:
+            if m.group(1):
+                raise UsageError(f"${name}: no variable named '{name}' in the notebook")
+            return m.group(0)
+        value = namespace[name]
+        if isinstance(value, _SCALARS):
+            dumped = yaml.safe_dump(value, default_flow_style=True).strip()
+            return dumped[: -len("...")].strip() if dumped.endswith("...") else dumped
+        key = _PLACEHOLDER.format(len(objects))
+        objects[key] = value
+        return key
+
+    return _VAR.sub(repl, text), objects
+
+
+def _restore(data: Any, objects: dict[str, Any]) -> Any:
+    if isinstance(data, dict):
+        return {k: _restore(v, objects) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_restore(v, objects) for v in data]
+    if isinstance(data, str) and data in objects:
+        return objects[data]
+    return data
+
+
+def locate(text: str, path: str) -> int | None:
+    """1-based line of the deepest key of ``path`` present in the YAML ``text`` (for error messages)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in path.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key, value in node.value:
+            if key.value == part:
+                line, node = key.start_mark.line + 1, value
+                break
+        else:
+            break
+    return line
+
+
+def _format_problems(problems: list[Problem], text: str) -> str:
+    lines = [f"{len(problems)} problem(s) in the %%finetune cell; nothing was launched."]
+    for p in problems:
+        where = locate(text, p.path) if p.path != "yaml" else None
+        lines.append(f"  {'line ' + str(where) + ': ' if where else ''}{p}")
+    return "\n".join(lines)
+
+
+def _is_data_object(value: Any) -> bool:
+    return isinstance(value, list) or type(value).__name__ in ("DataFrame", "Dataset", "DatasetDict")
+
+
+@magics_class
+class FineTuneMagics(Magics):
+    """The notebook face of jupyter-ft; keeps the runs launched from this kernel."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.runs: dict[str, Any] = {}
+        self.last_run: Any = None
+
+    # ------------------------------------------------------------ config
+    def parse_config(self, body: str, name: str | None = None) -> FineTuneConfig:
+        """The cell body as a validated config; problems raise ``UsageError`` naming line and field."""
+        text, objects = expand_variables(body, self.shell.user_ns)
+        try:
+            data = yaml.load(text, Loader=_loader()) if text.strip() else {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+            raise UsageError(f"invalid YAML in the %%finetune cell at {where}: "
+                             f"{getattr(exc, 'problem', exc)}; nothing was launched.") from None
+        if not isinstance(data, dict):
+            raise UsageError("the %%finetune cell must be a YAML mapping of sections (model:, data:, training:, "
+                             "...); nothing was launched. See %ft_help.")
+        data = _restore(data, objects)
+        section = data.get("data")
+        if isinstance(section, dict):
+            for key in ("source", "eval_source"):  # `source: df` names a notebook variable
+                value = section.get(key)
+                if isinstance(value, str) and value.isidentifier() and _is_data_object(self.shell.user_ns.get(value)):
+                    section[key] = self.shell.user_ns[value]
+        if name:
+            data.setdefault("output", {})
+            if isinstance(data["output"], dict):
+                data["output"]["name"] = name
+        try:
+            return FineTuneConfig.from_dict(data)
+        except ConfigError as exc:
+            raise UsageError(_format_problems(exc.problems, text)) from None
+
+    def resolve_run(self, ref: str | None) -> Any:
+        """A ``Run`` of this kernel by id/name, the last one by default; past runs come from the store."""
+        from .store import RunStore
+
+        ref = (ref or "").strip()
+        if not ref:
+            if self.last_run is None:
+                raise UsageError("no run launched in this kernel yet; give a run id (see %ft_runs)")
+            return self.last_run
+        for run in reversed(list(self.runs.values())):
+            if ref in (run.id, run.name):
+                return run
+        root = self.last_run.config.output.root if self.last_run is not None else "ft_runs"
+        store = RunStore(root)
+        try:
+            return store.open(ref)
+        except KeyError:
+            matches = [r for r in store.list() if r.name == ref]
+            if matches:
+                return store.open(matches[0].id)
+            raise UsageError(f"no run '{ref}' in this kernel or under {store.root}; see %ft_runs") from None
+
+    # ------------------------------------------------------------ %%finetune
+    @magic_arguments()
+    @argument("--name", "-n", default=None, help="a label for the run (the run id stays unique)")
+    @argument("--wait", "-w", action="store_true", help="block until the run ends (for scripts and nbconvert)")
+    @argument("--dry-run", action="store_true",
+              help="show the resolved config, dataset summary, examples and memory estimate; train nothing")
+    @argument("--form", action="store_true", help="open the config form pre-filled with this cell")
+    @argument("--out", "-o", default=None, help="bind the Run object to this variable")
+    @cell_magic
+    def finetune(self, line: str, cell: str) -> Any:
+        """Fine-tune with QLoRA in a background thread; the cell body is the YAML config.
+
+        Example::
+
+            %%finetune --name lr-3e-4 --out run
+            data:
+              source: demo:support_tickets     # or a file, or a notebook variable: source: $df
+            training:
+              learning_rate: 3e-4
+              epochs: 1
+
+        The cell returns at once and training continues in the background; the dashboard under the
+        cell updates live. ``$var`` and ``{var}`` expand from the notebook. See ``%ft_help`` for every
+        config field.
+        """
+        args = parse_argstring(self.finetune, line)
+        config = self.parse_config(cell, args.name)
+        if args.form:
+            return self._show_form(config)
+        if args.dry_run:
+            from .preview import dry_run
+
+            report = dry_run(config)
+            display(report)
+            return None
+        return self.launch(config, wait=args.wait, out=args.out)
+
+    def launch(self, config: FineTuneConfig, wait: bool = False, out: str | None = None) -> Any:
+        from . import training
+
+        run = training.finetune(config)
+        self.runs[run.id] = run
+        self.last_run = run
+        if out:
+            self.shell.user_ns[out] = run
+        dashboard = self._dashboard(run)
+        if wait:
+            try:
+                run.wait()
+            except KeyboardInterrupt:
+                run.stop()
+                run.wait()
+            if dashboard is not None and hasattr(dashboard, "finish"):
+                dashboard.finish()
+        return run
+
+    def _dashboard(self, run: Any) -> Any:
+        try:
+            from .widgets import dashboard_for
+        except ImportError:
+            return None
+        dashboard = dashboard_for(run)
+        dashboard.display()
+        return dashboard
+
+    def _show_form(self, config: FineTuneConfig | None) -> Any:
+        from .widgets.form import ConfigForm
+
+        form = ConfigForm(config, on_launch=lambda cfg: self.launch(cfg))
+        display(form.widget)
+        return None
+
+    # ------------------------------------------------------------ line magics
+    @line_magic
+    def ft_form(self, line: str) -> Any:
+        """Open the hyperparameter form; "Launch" trains, "Copy as %%finetune" gives the cell text."""
+        return self._show_form(None)
+
+    @magic_arguments()
+    @argument("run", nargs="?", default=None, help="run id or name (default: the last run)")
+    @line_magic
+    def ft_stop(self, line: str) -> Any:
+        """Stop a run after its current optimizer step (it saves a checkpoint and the adapter)."""
+        args = parse_argstring(self.ft_stop, line)
+        run = self.resolve_run(args.run)
+        if not hasattr(run, "stop"):
+            raise UsageError(f"run {run.record.id} is not training in this kernel (status: {run.record.status})")
+        run.stop()
+        print(f"stopping {run.id} after the current step…")
+        return None
+
+    @magic_arguments()
+    @argument("run", nargs="?", default=None, help="run id or name (default: the last run)")
+    @line_magic
+    def ft_status(self, line: str) -> Any:
+        """One line on a run: status, step, loss, ETA, error."""
+        args = parse_argstring(self.ft_status, line)
+        run = self.resolve_run(args.run)
+        print(status_line(run))
+        return None
+
+    @magic_arguments()
+    @argument("run", nargs="?", default=None, help="run id or name (default: the last run)")
+    @line_magic
+    def ft_show(self, line: str) -> Any:
+        """Show the dashboard of a run again (live or finished, also after a kernel restart)."""
+        args = parse_argstring(self.ft_show, line)
+        run = self.resolve_run(args.run)
+        from .widgets import dashboard_for
+
+        dashboard = dashboard_for(run)
+        dashboard.display()
+        if getattr(run, "done", True) and hasattr(dashboard, "finish"):
+            dashboard.finish()
+        return None
+
+    @magic_arguments()
+    @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
+    @argument("--status", default=None, help="only runs with this status")
+    @line_magic
+    def ft_runs(self, line: str) -> Any:
+        """Table of runs: name, status, started, steps, best eval loss, key hyperparameters."""
+        args = parse_argstring(self.ft_runs, line)
+        from .store import RunStore
+
+        root = args.root or (self.last_run.config.output.root if self.last_run is not None else "ft_runs")
+        records = [r for r in RunStore(root).list() if not args.status or r.status == args.status]
+        table = RunTable(records)
+        display(table)
+        return None
+
+    @line_cell_magic
+    def ft_help(self, line: str, cell: str | None = None) -> None:
+        """The full reference: magics and every config field with its default."""
+        print(help_text())
+
+
+class RunTable:
+    """``%ft_runs`` output: HTML in a notebook, aligned text elsewhere."""
+
+    COLUMNS = ("id", "name", "status", "started", "steps", "best eval", "lr", "r", "batch")
+
+    def __init__(self, records: list[Any]) -> None:
+        self.rows = [self._row(r) for r in records]
+
+    @staticmethod
+    def _row(r: Any) -> tuple[str, ...]:
+        cfg = r.config or {}
+        t, lora = cfg.get("training", {}), cfg.get("lora", {})
+        s = r.summary or {}
+        best = s.get("best_eval_loss")
+        return (r.id, r.name, r.status, (r.started_at or r.created_at or "")[:19].replace("T", " "),
+                f"{s.get('global_step', '')}", f"{best:.4f}" if isinstance(best, float) else "",
+                f"{t.get('learning_rate', '')}", f"{lora.get('r', '')}", f"{t.get('batch_size', '')}")
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "no runs yet"
+        widths = [max(len(c), *(len(row[i]) for row in self.rows)) for i, c in enumerate(self.COLUMNS)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join([fmt.format(*self.COLUMNS)] + [fmt.format(*row) for row in self.rows])
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self.rows:
+            return "<p>no runs yet</p>"
+        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def status_line(run: Any) -> str:
+    record = run.run_dir.record if hasattr(run, "run_dir") else run.record
+    parts = [f"{record.id}: {record.status}"]
+    progress = getattr(run, "progress", {}) or {}
+    history = getattr(run, "history", None)
+    if history is None:
+        history = run.metrics()
+    if progress.get("step") is not None:
+        parts.append(f"step {progress['step']}/{progress.get('max_steps')}")
+    elif record.summary.get("global_step") is not None:
+        parts.append(f"step {record.summary['global_step']}")
+    losses = [h for h in history if "loss" in h]
+    evals = [h for h in history if "eval_loss" in h]
+    if losses:
+        parts.append(f"loss {losses[-1]['loss']:.4f}")
+    if evals:
+        parts.append(f"eval loss {evals[-1]['eval_loss']:.4f}")
+    if progress.get("eta") is not None and record.status == "running":
+        parts.append(f"ETA {progress['eta']:.0f}s")
+    if record.error:
+        parts.append(f"error: {record.error}")
+    return ", ".join(parts)
+
+
+def help_text() -> str:
+    import dataclasses
+
+    from .config import SECTIONS
+
+    lines = [
+        "jupyter-ft magics",
+        "  %%finetune [--name N] [--wait] [--dry-run] [--form] [--out VAR]   train with the YAML body as config",
+        "  %ft_form                      the hyperparameter form",
+        "  %ft_runs [--status S]         table of runs",
+        "  %ft_status [RUN]              one line on a run",
+        "  %ft_show [RUN]                the dashboard of a run (also after a kernel restart)",
+        "  %ft_stop [RUN]                stop after the current step (checkpoint + adapter saved)",
+        "  %ft_help                      this reference",
+        "",
+        "Config fields (section.field: default):",
+    ]
+    for name, cls in SECTIONS.items():
+        lines.append(f"  {name}:")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"    {f.name}: {default!r}")
+    return "\n".join(lines)
+
+
+def _loader() -> Any:
+    from .config import _Loader
+
+    return _Loader
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_ft``."""
+    ipython.register_magics(FineTuneMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:  # pragma: no cover - IPython has no unregister
+    pass
