@@ -276,6 +276,7 @@ def detect_format(column_names: Iterable[str], config: DataConfig, source: str =
         if mapping is None:
             required, _ = FORMAT_ROLES[config.format]
             absent = [r for r in required if r not in explicit and not any(a in cols for a in ALIASES[r])]
+            absent = absent or [r for r in required if r not in explicit]  # alias column taken by another role
             raise DataError(
                 f"{source}: format '{config.format}' needs column(s) {', '.join(absent)}; the data has "
                 f"{', '.join(cols)}. Map them with data.columns, e.g. columns: {{{absent[0]}: <your column>}}."
@@ -433,7 +434,9 @@ def prepare_data(config: DataConfig, tokenizer: Any, seed: int = 42) -> Prepared
         _validate_rows(eval_raw, fmt, columns, source_name(config.eval_source) if config.eval_source is not None else name)
     n_rows = len(train_raw)
     fingerprint = fingerprint_rows(train_raw, {"format": fmt, "columns": columns, "eval_split": config.eval_split,
-                                               "seed": seed, "max_length": config.max_length})
+                                               "seed": seed, "max_length": config.max_length,
+                                               "system_prompt": config.system_prompt,
+                                               "completion_only_loss": config.completion_only_loss})
     if eval_raw is not None:  # a validation split or data.eval_source is part of the data as well
         fingerprint = fingerprint_rows(eval_raw, {"train": fingerprint})
     if eval_raw is None and config.eval_split > 0:
