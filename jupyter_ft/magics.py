@@ -263,9 +263,11 @@ class FineTuneMagics(Magics):
         run = self.resolve_run(args.run)
         from .widgets import dashboard_for
 
-        dashboard = dashboard_for(run)
+        done = getattr(run, "done", True)
+        # A finished run gets the static figure: it renders in JupyterLab, VS Code and HTML exports alike.
+        dashboard = dashboard_for(run, mode="static" if done else "auto")
         dashboard.display()
-        if getattr(run, "done", True) and hasattr(dashboard, "finish"):
+        if done:
             dashboard.finish()
         return None
 
