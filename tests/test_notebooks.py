@@ -1,0 +1,86 @@
+"""Notebooks executed in a real kernel: the quickstart end to end, and kernel behaviour while training."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> nbformat.NotebookNode:
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
+def text_of(cell: nbformat.NotebookNode) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            parts.append(out["text"])
+        elif "data" in out:
+            parts.append(str(out["data"].get("text/plain", "")))
+    return "".join(parts)
+
+
+def test_thread_output_is_tagged_with_the_launching_cell_and_kernel_stays_responsive(tiny_model_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    """Prints from the training thread carry the launching cell's parent header (so a frontend never shows
+    them under whatever cell runs later), and other cells execute promptly while the run trains."""
+    from jupyter_client.manager import start_new_kernel
+
+    body = (f"model:\n  name: {tiny_model_dir}\ndata:\n  max_length: 128\n"
+            "training:\n  max_steps: 80\n  batch_size: 4\n  logging_every: 5\n  eval_every: 1000\n"
+            f"  save_every: 1000\noutput:\n  root: {tmp_path / 'runs'}\n")
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        def run(code: str, timeout: float = 120) -> tuple[str, list[dict]]:
+            msg_id = kc.execute(code)
+            kc.get_shell_msg(timeout=timeout)
+            return msg_id, []
+
+        run("%load_ext jupyter_ft")
+        launch_id, _ = run("%%finetune --out run\n" + body)
+        subscribe_id, _ = run("run.subscribe(lambda e: print('LOG', e.data['step']) if e.kind == 'log' else None)")
+        t0 = time.perf_counter()
+        other_id, _ = run("x = sum(range(1000)); print('OTHER', run.status)")
+        other_seconds = time.perf_counter() - t0
+        wait_id, _ = run("print(run.wait(300))", timeout=300)
+        streams: dict[str, str] = {}
+        while True:
+            try:
+                msg = kc.get_iopub_msg(timeout=2)
+            except Exception:  # queue.Empty: nothing more
+                break
+            if msg["msg_type"] == "stream":
+                parent = msg["parent_header"].get("msg_id")
+                streams[parent] = streams.get(parent, "") + msg["content"]["text"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert "OTHER running" in streams.get(other_id, "")
+    assert "finished" in streams.get(wait_id, "")
+    assert "LOG" in streams.get(launch_id, "")
+    for cell in (subscribe_id, other_id, wait_id):
+        assert "LOG" not in streams.get(cell, "")
+    assert other_seconds < 30  # generous: the point is "not blocked until training ends"
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_executes_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_FT_MAX_STEPS", "4")  # CPU-sized; `make demo` trains the full epoch
+    nb = nbformat.read(REPO / "examples" / "01_quickstart.ipynb", as_version=4)
+    execute(nb, tmp_path, timeout=900)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    compare = next(c for c in nb.cells if c.cell_type == "code" and "compare_base_tuned" in c.source)
+    assert "exact_match" in text_of(compare)
+    dry = next(c for c in nb.cells if c.cell_type == "code" and "--dry-run" in c.source)
+    assert "detected format 'alpaca'" in text_of(dry)
+    assert len(list((tmp_path / "ft_runs").iterdir())) == 1
