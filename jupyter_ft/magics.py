@@ -188,7 +188,8 @@ class FineTuneMagics(Magics):
             report = dry_run(config)
             display(report)
             return None
-        return self.launch(config, wait=args.wait, out=args.out)
+        self.launch(config, wait=args.wait, out=args.out)
+        return None
 
     def launch(self, config: FineTuneConfig, wait: bool = False, out: str | None = None) -> Any:
         from . import training
@@ -198,6 +199,8 @@ class FineTuneMagics(Magics):
         self.last_run = run
         if out:
             self.shell.user_ns[out] = run
+        # Bound to `_` but not returned: an Out[] line would freeze "running" under a live dashboard.
+        self.shell.user_ns["_"] = run
         dashboard = self._dashboard(run)
         if wait:
             try:
@@ -207,7 +210,7 @@ class FineTuneMagics(Magics):
                 run.wait()
             if dashboard is not None and hasattr(dashboard, "finish"):
                 dashboard.finish()
-        return run
+        return None if dashboard is not None else run
 
     def _dashboard(self, run: Any) -> Any:
         try:

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -27,6 +28,9 @@ from .store import ACTIVE, RunDir, RunStore, now
 __all__ = ["Event", "Run", "finetune", "resume", "live_run_ids", "active_run"]
 
 log = logging.getLogger(__name__)
+# Library chatter that says nothing to a notebook user and would land under the launching cell.
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r".*bitsandbytes::gemv_4bit.*autograd.*", category=UserWarning)
 
 EventHandler = Callable[["Event"], None]
 

@@ -34,6 +34,13 @@ def body(tiny_model_dir: Path, tmp_path: Path):
     return make
 
 
+def launch(shell: InteractiveShell, line: str, cell: str):
+    """Run a %%finetune cell; the magic binds the Run to `_` (and shows a dashboard instead of an Out line)."""
+    shell.user_ns.pop("_", None)
+    assert shell.run_cell_magic("finetune", line, cell) is None
+    return shell.user_ns["_"]
+
+
 def test_extension_registers_the_magics(shell: InteractiveShell) -> None:
     magics = shell.magics_manager.magics
     assert "finetune" in magics["cell"]
@@ -41,14 +48,14 @@ def test_extension_registers_the_magics(shell: InteractiveShell) -> None:
 
 
 def test_finetune_wait_trains_and_binds_out(shell: InteractiveShell, body, capsys) -> None:
-    run = shell.run_cell_magic("finetune", "--wait --name tiny --out my_run", body())
+    run = launch(shell, "--wait --name tiny --out my_run", body())
     assert run.status == "finished", run.run_dir.record.traceback
     assert shell.user_ns["my_run"] is run and run.name == "tiny"
     assert RunStore(body.root).load(run.id).status == "finished"
 
 
 def test_finetune_without_wait_returns_at_once_and_stop(shell: InteractiveShell, body) -> None:
-    run = shell.run_cell_magic("finetune", "", body(max_steps=400, eval_every=1000, save_every=1000))
+    run = launch(shell, "", body(max_steps=400, eval_every=1000, save_every=1000))
     assert not run.done
     shell.run_line_magic("ft_stop", "")
     assert run.wait(120) == "stopped"
@@ -57,8 +64,8 @@ def test_finetune_without_wait_returns_at_once_and_stop(shell: InteractiveShell,
 
 def test_result_lands_in_underscore(shell: InteractiveShell, body) -> None:
     result = shell.run_cell("%%finetune --wait\n" + body(max_steps=2), store_history=True)
-    assert result.error_in_exec is None
-    assert shell.user_ns["_"] is result.result and result.result.status == "finished"
+    assert result.error_in_exec is None and result.result is None  # no stale Out[] line
+    assert shell.user_ns["_"].status == "finished"
 
 
 def test_invalid_body_names_lines_and_fields_and_launches_nothing(shell: InteractiveShell, tmp_path: Path) -> None:
@@ -92,14 +99,14 @@ def test_variables_expand_from_namespace(shell: InteractiveShell, body, demo_row
     shell.user_ns.update(lr=1e-3, steps=2, rows=demo_rows[:40], df=pd.DataFrame(demo_rows[:40]))
     cell = body().replace("  max_steps: 4", "  max_steps: {steps}\n  learning_rate: $lr")
     cell = cell.replace("source: demo:support_tickets", "source: $rows")
-    run = shell.run_cell_magic("finetune", "--wait", cell)
+    run = launch(shell, "--wait", cell)
     assert run.status == "finished", run.run_dir.record.traceback
     assert run.config.training.learning_rate == 1e-3 and run.config.training.max_steps == 2
     assert run.run_dir.record.dataset["rows"] == 40
     assert run.run_dir.record.config["data"]["source"] == "<in-memory list>"
 
     df_cell = body(max_steps=2).replace("source: demo:support_tickets", "source: df")
-    run2 = shell.run_cell_magic("finetune", "--wait", df_cell)
+    run2 = launch(shell, "--wait", df_cell)
     assert run2.status == "finished" and run2.run_dir.record.dataset["source"] == "<in-memory DataFrame>"
 
 
@@ -141,7 +148,7 @@ def test_dry_run_html_separates_prompt_and_completion(body) -> None:
 
 
 def test_runs_status_and_help(shell: InteractiveShell, body, capsys) -> None:
-    run = shell.run_cell_magic("finetune", "--wait --name listed", body(max_steps=2))
+    run = launch(shell, "--wait --name listed", body(max_steps=2))
     capsys.readouterr()
     shell.run_line_magic("ft_runs", "")
     table = capsys.readouterr().out
@@ -162,7 +169,7 @@ def test_unknown_run_is_a_usage_error(shell: InteractiveShell, body) -> None:
 
 
 def test_ft_show_renders_a_finished_run_from_disk(shell: InteractiveShell, body, capsys) -> None:
-    run = shell.run_cell_magic("finetune", "--wait", body(max_steps=2))
+    run = launch(shell, "--wait", body(max_steps=2))
     capsys.readouterr()
     shell.run_line_magic("ft_show", run.id)  # by id: read back through the store
     out = capsys.readouterr().out
