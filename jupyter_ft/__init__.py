@@ -41,3 +41,8 @@ def load_ipython_extension(ipython: Any) -> None:
     from .magics import load_ipython_extension as _load
 
     _load(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The server extension (REST API over the run store for the lab sidebar) lives in ``jupyter_ft.server``."""
+    return [{"module": "jupyter_ft.server"}]

@@ -1,0 +1,47 @@
+"""Jupyter server extension: a read-only REST API over the run store, for the lab sidebar.
+
+Routes (under ``<base_url>jupyter-ft/api/``, all ``GET``, all require the server's token/cookie):
+
+``status``                       ``{"version", "run_root", "exists"}``
+``runs``                         ``{"run_root", "runs": [summary, ...]}`` newest first
+``runs/<id>``                    the full ``run.json`` record
+``runs/<id>/metrics?since=N``    ``{"run_id", "status", "since", "last_step", "metrics": [...]}`` (steps > N)
+``runs/<id>/probes?since=N``     the same shape, ``probes.jsonl``
+``runs/<id>/samples``            ``{"run_id", "samples": [...], "eval": eval.json or null}``
+
+An invalid run id is a 400, an unknown one a 404; both answer JSON ``{"message": ...}``. Ids go
+through :meth:`RunStore.path_of`, so no request reads outside the run root.
+
+The run root is ``JupyterFT.run_root`` (default ``ft_runs``); a relative root is resolved against the
+server's ``root_dir``, which is the kernel's working directory for a notebook at the top of the
+server's tree -- the place the kernel writes ``./ft_runs``. A server started elsewhere, or notebooks
+in sub-folders that train with the default root, need ``--JupyterFT.run_root=/abs/path``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["JupyterFT", "_jupyter_server_extension_points", "_load_jupyter_server_extension"]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "jupyter_ft.server"}]
+
+
+def __getattr__(name: str) -> Any:  # keep ``import jupyter_ft.server`` free of traitlets at import
+    if name == "JupyterFT":
+        from .handlers import JupyterFT
+
+        return JupyterFT
+    raise AttributeError(f"module 'jupyter_ft.server' has no attribute {name!r}")
+
+
+def _load_jupyter_server_extension(server_app: Any) -> None:
+    from .handlers import setup_handlers
+
+    setup_handlers(server_app)
+
+
+# the old (notebook < 7 / jupyter_server 1.x) name, harmless to keep
+load_jupyter_server_extension = _load_jupyter_server_extension

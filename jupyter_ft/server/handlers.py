@@ -1,0 +1,186 @@
+"""Handlers of the jupyter-ft server extension (see the package docstring for the API)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from traitlets import Unicode
+from traitlets.config import Configurable
+
+from .. import __version__
+from ..store import RunStore, read_jsonl
+
+API = "jupyter-ft/api"
+# a run id is one path segment; what it may contain is RunStore.path_of's business (400 otherwise)
+_ID = r"(?P<run_id>[^/]+)"
+
+# config fields a run list shows without sending whole configs
+_LIST_CONFIG = {
+    "model": ("model", "name"),
+    "method": ("quantization", "method"),
+    "dataset": ("data", "source"),
+    "lora_r": ("lora", "r"),
+    "learning_rate": ("training", "learning_rate"),
+    "epochs": ("training", "epochs"),
+    "max_steps": ("training", "max_steps"),
+}
+
+
+class JupyterFT(Configurable):
+    """Server-side settings of jupyter-ft (``--JupyterFT.run_root=...`` or ``c.JupyterFT.run_root``)."""
+
+    run_root = Unicode(
+        "ft_runs",
+        config=True,
+        help="Directory of the run store the kernel writes (FineTuneConfig.output.root). "
+        "A relative path is resolved against the server's root_dir.",
+    )
+
+
+def resolve_root(run_root: str, root_dir: str | None) -> Path:
+    path = Path(run_root).expanduser()
+    if not path.is_absolute():
+        path = Path(root_dir or ".").expanduser() / path
+    return path.resolve()
+
+
+def _light(record: dict[str, Any]) -> dict[str, Any]:
+    config = record.get("config") or {}
+    brief: dict[str, Any] = {}
+    for key, (section, field) in _LIST_CONFIG.items():
+        value = (config.get(section) or {}).get(field) if isinstance(config.get(section), dict) else None
+        if value is not None:
+            brief[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
+    return {
+        "id": record.get("id"),
+        "name": record.get("name"),
+        "status": record.get("status"),
+        "created_at": record.get("created_at"),
+        "started_at": record.get("started_at"),
+        "finished_at": record.get("finished_at"),
+        "error": record.get("error"),
+        "summary": record.get("summary") or {},
+        "config": brief,
+    }
+
+
+class _Base(APIHandler):
+    @property
+    def store(self) -> RunStore:
+        return RunStore(self.settings["jupyter_ft_run_root"])
+
+    def open_run(self, run_id: str):
+        store = self.store
+        try:
+            store.path_of(run_id)
+        except KeyError:
+            raise tornado.web.HTTPError(400, "invalid run id %r", run_id) from None
+        try:
+            return store.open(run_id)
+        except KeyError:
+            raise tornado.web.HTTPError(404, "no run %r", run_id) from None
+        except (ValueError, OSError) as exc:  # unreadable run.json
+            raise tornado.web.HTTPError(500, "run %r could not be read: %s", run_id, exc) from None
+
+    def since(self) -> int | None:
+        raw = self.get_query_argument("since", None)
+        if raw is None or raw == "":
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise tornado.web.HTTPError(400, "since must be an integer step, not %r", raw) from None
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """JSON like APIHandler's, with the message's ``%`` arguments filled in (they carry the raw id)."""
+        exc = (kwargs.get("exc_info") or (None, None, None))[1]
+        if isinstance(exc, tornado.web.HTTPError) and exc.log_message and exc.args:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": exc.log_message % exc.args, "reason": exc.reason}))
+            return
+        super().write_error(status_code, **kwargs)
+
+    def reply(self, obj: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(obj, default=str))
+
+
+class StatusHandler(_Base):
+    @tornado.web.authenticated
+    def get(self) -> None:
+        root = Path(self.settings["jupyter_ft_run_root"])
+        self.reply({"version": __version__, "run_root": str(root), "exists": root.is_dir()})
+
+
+class RunsHandler(_Base):
+    @tornado.web.authenticated
+    def get(self) -> None:
+        store = self.store
+        self.reply({"run_root": str(store.root), "runs": [_light(r.to_dict()) for r in store.list()]})
+
+
+class RunHandler(_Base):
+    @tornado.web.authenticated
+    def get(self, run_id: str) -> None:
+        self.reply(self.open_run(run_id).record.to_dict())
+
+
+class _SeriesHandler(_Base):
+    key = ""
+    filename = ""
+
+    @tornado.web.authenticated
+    def get(self, run_id: str) -> None:
+        since = self.since()
+        rd = self.open_run(run_id)
+        rows = read_jsonl(rd.path / self.filename, since)
+        steps = [r["step"] for r in rows if isinstance(r.get("step"), (int, float))]
+        last = max(steps) if steps else since
+        self.reply({"run_id": rd.record.id, "status": rd.record.status, "since": since, "last_step": last,
+                    self.key: rows})
+
+
+class MetricsHandler(_SeriesHandler):
+    key = "metrics"
+    filename = "metrics.jsonl"
+
+
+class ProbesHandler(_SeriesHandler):
+    key = "probes"
+    filename = "probes.jsonl"
+
+
+class SamplesHandler(_Base):
+    @tornado.web.authenticated
+    def get(self, run_id: str) -> None:
+        rd = self.open_run(run_id)
+        eval_json = None
+        try:
+            with open(rd.path / "eval.json", encoding="utf-8") as fh:
+                eval_json = json.load(fh)
+        except (OSError, ValueError):
+            pass
+        self.reply({"run_id": rd.record.id, "samples": read_jsonl(rd.path / "samples.jsonl"), "eval": eval_json})
+
+
+def setup_handlers(server_app: Any) -> None:
+    ft = JupyterFT(config=server_app.config, parent=server_app)
+    root = resolve_root(ft.run_root, getattr(server_app, "root_dir", None))
+    web_app = server_app.web_app
+    web_app.settings["jupyter_ft_run_root"] = str(root)
+    base = url_path_join(web_app.settings["base_url"], API)
+    web_app.add_handlers(".*$", [
+        (url_path_join(base, "status") + "/?", StatusHandler),
+        (url_path_join(base, "runs") + "/?", RunsHandler),
+        (url_path_join(base, "runs", _ID) + "/?", RunHandler),
+        (url_path_join(base, "runs", _ID, "metrics") + "/?", MetricsHandler),
+        (url_path_join(base, "runs", _ID, "probes") + "/?", ProbesHandler),
+        (url_path_join(base, "runs", _ID, "samples") + "/?", SamplesHandler),
+    ])
+    server_app.log.info("jupyter-ft: serving runs under %s at %s", root, base)

@@ -1,0 +1,379 @@
+"""The jupyter-ft server extension: REST handlers over the run store (auth, listing, polling, traversal).
+
+The pytest-jupyter fixtures are imported into this module only (not registered as a global plugin), so
+their autouse fixtures and hooks do not touch the rest of the suite; the tests are plain functions that
+drive the server's event loop themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+pytest.importorskip("pytest_jupyter")
+pytest.importorskip("jupyter_server")
+
+from pytest_jupyter.jupyter_server import *  # noqa: E402,F403  (fixtures: jp_fetch, jp_serverapp, ...)
+from tornado.httpclient import HTTPClientError  # noqa: E402
+
+from jupyter_ft.server.handlers import resolve_root  # noqa: E402
+from jupyter_ft.store import RunStore, append_jsonl  # noqa: E402
+
+API = "jupyter-ft/api"
+SECRET = "TOPSECRET-do-not-serve"
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def jp_server_config():
+    # the run root is left at its default ("ft_runs", relative to root_dir): the tests create runs there
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_ft": True}}}
+
+
+@pytest.fixture
+def run_root(jp_root_dir) -> Path:
+    return Path(jp_root_dir) / "ft_runs"
+
+
+@pytest.fixture
+def runs(run_root, jp_root_dir):
+    """Two runs (an older finished one with metrics, probes, samples; a newer failed one) and, next to
+    the run root, things no request may read: a secret file and a run-shaped directory outside it."""
+    store = RunStore(run_root)
+    old = store.create({"model": {"name": "tiny-llama"}, "training": {"learning_rate": 1e-3, "max_steps": 6},
+                        "lora": {"r": 8}}, name="old run")
+    old.save(status="finished", created_at="2026-01-01T00:00:00+00:00", started_at="2026-01-01T00:00:01+00:00",
+             finished_at="2026-01-01T00:01:00+00:00", summary={"train_loss": 1.5})
+    for step in range(1, 7):
+        old.log_metrics({"step": step, "loss": 3.0 - step * 0.1})
+    for step in (2, 4, 6):
+        append_jsonl(old.probes_path, {"step": step, "probe": "p0", "value": step / 10})
+    append_jsonl(old.path / "samples.jsonl", {"prompt": "hi", "base": "b", "tuned": "t", "reference": "r"})
+    (old.path / "eval.json").write_text(json.dumps({"metrics": {"rougeL": {"base": 0.1, "tuned": 0.5}}}))
+
+    new = store.create({"model": {"name": "tiny-llama"}}, name="new run")
+    new.save(status="failed", created_at="2026-02-01T00:00:00+00:00", error="boom")
+
+    root = Path(jp_root_dir)
+    (root / "secret.txt").write_text(json.dumps({"step": 99, "secret": SECRET}) + "\n")
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "run.json").write_text(json.dumps({"id": "outside", "name": SECRET, "status": "finished"}))
+    (outside / "metrics.jsonl").write_text(json.dumps({"step": 1, "secret": SECRET}) + "\n")
+    (outside / "samples.jsonl").write_text(json.dumps({"prompt": SECRET}) + "\n")
+    try:  # a link inside the root that points outside it
+        (run_root / "escape").symlink_to(outside, target_is_directory=True)
+    except OSError:
+        pass
+    return {"old": old.record.id, "new": new.record.id}
+
+
+@pytest.fixture
+def get(jp_fetch, jp_asyncio_loop):
+    """GET an API path with the token; returns (code, parsed JSON body)."""
+
+    def _get(*parts: str, params: dict | None = None):
+        try:
+            resp = jp_asyncio_loop.run_until_complete(jp_fetch(API, *parts, params=params))
+        except HTTPClientError as err:
+            body = err.response.body if err.response is not None else b""
+            return err.code, (json.loads(body) if body.startswith(b"{") else body.decode())
+        return resp.code, json.loads(resp.body)
+
+    return _get
+
+
+@pytest.fixture
+def raw_get(jp_serverapp, http_server_client, jp_auth_header, jp_base_url, jp_asyncio_loop):
+    """GET a raw (not re-escaped) path under ``<base_url>jupyter-ft/api/``; returns (code, body text)."""
+
+    def _raw(path: str, headers: dict | None = None):
+        url = jp_base_url.rstrip("/") + "/" + API + "/" + path
+        hdrs = dict(jp_auth_header) if headers is None else headers
+        resp = jp_asyncio_loop.run_until_complete(
+            http_server_client.fetch(url, headers=hdrs, raise_error=False, follow_redirects=False,
+                                     request_timeout=20))
+        return resp.code, (resp.body or b"").decode("utf-8", "replace")
+
+    return _raw
+
+
+# --------------------------------------------------------------------------- auth
+
+
+ALL_PATHS = ["status", "runs", "runs/{old}", "runs/{old}/metrics", "runs/{old}/metrics?since=2",
+             "runs/{old}/probes", "runs/{old}/samples"]
+
+
+@pytest.mark.parametrize("path", ALL_PATHS)
+def test_every_handler_refuses_requests_without_the_token(runs, raw_get, path):
+    code, body = raw_get(path.format(**runs), headers={})
+    assert code == 403
+    assert "tiny-llama" not in body and "loss" not in body
+
+
+@pytest.mark.parametrize("path", ALL_PATHS)
+def test_every_handler_refuses_a_wrong_token(runs, raw_get, path):
+    code, _ = raw_get(path.format(**runs), headers={"Authorization": "token not-the-token"})
+    assert code == 403
+
+
+@pytest.mark.parametrize("path", ALL_PATHS)
+def test_every_handler_answers_with_the_token(runs, raw_get, path):
+    code, body = raw_get(path.format(**runs))
+    assert code == 200, body
+    json.loads(body)
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_status_reports_version_and_default_root_under_root_dir(get, run_root, runs):
+    import jupyter_ft
+
+    code, body = get("status")
+    assert code == 200
+    assert body["version"] == jupyter_ft.__version__
+    assert body["run_root"] == str(run_root.resolve())
+    assert body["exists"] is True
+
+
+def test_list_runs_newest_first_and_light(get, runs):
+    code, body = get("runs")
+    assert code == 200
+    assert [r["id"] for r in body["runs"]] == [runs["new"], runs["old"]]
+    new, old = body["runs"]
+    assert new["status"] == "failed" and new["error"] == "boom" and new["name"] == "new run"
+    assert old["status"] == "finished" and old["summary"] == {"train_loss": 1.5}
+    assert old["config"] == {"model": "tiny-llama", "lora_r": 8, "learning_rate": 1e-3, "max_steps": 6}
+    assert old["started_at"] and old["finished_at"]
+    assert "environment" not in old and "traceback" not in old
+    # the "escape" symlink and the directory outside the root are not runs of this root
+    assert SECRET not in json.dumps(body)
+
+
+def test_list_runs_of_an_empty_or_missing_root(get):
+    code, body = get("runs")
+    assert code == 200 and body["runs"] == []
+    code, body = get("status")
+    assert body["exists"] is False
+
+
+def test_one_run_is_the_full_record(get, runs):
+    code, body = get("runs", runs["old"])
+    assert code == 200
+    assert body["id"] == runs["old"]
+    assert body["config"]["model"] == {"name": "tiny-llama"}
+    assert body["summary"] == {"train_loss": 1.5}
+    assert set(body) >= {"environment", "dataset", "memory_estimate", "traceback", "warnings"}
+
+
+def test_metrics_whole_and_incremental(get, runs, run_root):
+    code, body = get("runs", runs["old"], "metrics")
+    assert code == 200
+    assert [m["step"] for m in body["metrics"]] == [1, 2, 3, 4, 5, 6]
+    assert body["last_step"] == 6 and body["since"] is None and body["status"] == "finished"
+
+    code, body = get("runs", runs["old"], "metrics", params={"since": "4"})
+    assert [m["step"] for m in body["metrics"]] == [5, 6]
+    assert body["since"] == 4 and body["last_step"] == 6
+
+    # nothing new: an empty page that keeps the cursor where it was
+    code, body = get("runs", runs["old"], "metrics", params={"since": "6"})
+    assert body["metrics"] == [] and body["last_step"] == 6
+
+    # the kernel appends two steps and a torn line; a poll from the cursor gets exactly the new steps
+    path = run_root / runs["old"] / "metrics.jsonl"
+    append_jsonl(path, {"step": 7, "loss": 2.2})
+    append_jsonl(path, {"step": 8, "loss": 2.1})
+    with open(path, "a") as fh:
+        fh.write('{"step": 9, "lo')
+    code, body = get("runs", runs["old"], "metrics", params={"since": "6"})
+    assert [m["step"] for m in body["metrics"]] == [7, 8] and body["last_step"] == 8
+
+
+def test_metrics_of_a_run_without_any(get, runs):
+    code, body = get("runs", runs["new"], "metrics")
+    assert code == 200 and body["metrics"] == [] and body["last_step"] is None
+
+
+@pytest.mark.parametrize("since", ["abc", "1.5", "4; rm -rf /"])
+def test_since_must_be_an_integer(get, runs, since):
+    code, body = get("runs", runs["old"], "metrics", params={"since": since})
+    assert code == 400
+    assert body["message"] == f"since must be an integer step, not {since!r}"
+
+
+def test_probes_whole_and_incremental(get, runs):
+    code, body = get("runs", runs["old"], "probes")
+    assert code == 200
+    assert [p["step"] for p in body["probes"]] == [2, 4, 6]
+    code, body = get("runs", runs["old"], "probes", params={"since": "3"})
+    assert [p["step"] for p in body["probes"]] == [4, 6] and body["last_step"] == 6
+    code, body = get("runs", runs["new"], "probes")
+    assert code == 200 and body["probes"] == []
+
+
+def test_samples_and_eval(get, runs):
+    code, body = get("runs", runs["old"], "samples")
+    assert code == 200
+    assert body["samples"] == [{"prompt": "hi", "base": "b", "tuned": "t", "reference": "r"}]
+    assert body["eval"]["metrics"]["rougeL"]["tuned"] == 0.5
+    code, body = get("runs", runs["new"], "samples")
+    assert code == 200 and body["samples"] == [] and body["eval"] is None
+
+
+@pytest.mark.parametrize("suffix", ["", "/metrics", "/probes", "/samples"])
+def test_unknown_run_is_404_json(get, runs, suffix):
+    parts = ["runs", "20990101-000000-nope-0000"] + ([suffix.strip("/")] if suffix else [])
+    code, body = get(*parts)
+    assert code == 404
+    assert body["message"] == "no run '20990101-000000-nope-0000'"
+
+
+# --------------------------------------------------------------------------- bad ids and traversal
+
+# raw paths (sent as written, not re-escaped) after <base_url>jupyter-ft/api/
+TRAVERSALS = [
+    "runs/..",
+    "runs/../metrics",
+    "runs/%2e%2e",
+    "runs/%2E%2E/metrics",
+    "runs/..%2fsecret.txt",
+    "runs/..%2Foutside",
+    "runs/..%2Foutside/metrics",
+    "runs/..%2Foutside/samples",
+    "runs/%2e%2e%2foutside/probes",
+    "runs/a%2F..%2F..%2Foutside",
+    "runs/a/../../outside",
+    "runs/a/../../outside/metrics",
+    "runs/../../secret.txt",
+    "runs/%2Fetc%2Fpasswd",
+    "runs/%2Fetc/metrics",
+    "runs//etc/passwd",
+    "runs/.hidden",
+    "runs/escape",
+    "runs/escape/metrics",
+    "runs/escape/samples",
+    "runs/%252e%252e%252fsecret.txt",
+    "runs/..%5Csecret.txt",
+    "runs/%00",
+    "runs/a%00b/metrics",
+    "runs/~",
+    "runs/" + "a" * 200,
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_traversal_attempts_never_read_outside_the_root(runs, raw_get, path):
+    code, body = raw_get(path)
+    assert code in (400, 404), (code, body)
+    if code == 400:  # the handler saw the id and refused it (404s are paths no route matches)
+        assert json.loads(body)["message"].startswith("invalid run id")
+    assert SECRET not in body
+    assert "root:" not in body  # /etc/passwd
+
+
+@pytest.mark.parametrize("run_id", ["..", ".", "../outside", "a/../../outside", "/etc/passwd", ".hidden",
+                                    "escape", "a\\b", "x" * 200, "-leading-dash"])
+@pytest.mark.parametrize("suffix", ["", "metrics", "probes", "samples"])
+def test_invalid_ids_are_400_json(raw_get, runs, run_id, suffix):
+    # the id escaped into one path segment (slashes become %2F): the handler sees the id as is
+    code, body = raw_get("runs/" + quote(run_id, safe="") + (f"/{suffix}" if suffix else ""))
+    assert code == 400, (code, body)
+    assert "invalid run id" in json.loads(body)["message"]
+    assert SECRET not in body
+
+
+def test_escape_symlink_exists_but_is_refused(runs, run_root, raw_get):
+    link = run_root / "escape"
+    if not link.is_symlink():
+        pytest.skip("symlinks not supported here")
+    assert (link / "metrics.jsonl").read_text().count(SECRET) == 1  # the file is there to be stolen
+    code, body = raw_get("runs/escape/metrics")
+    assert code == 400 and SECRET not in body
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class TestConfiguredRoot:
+    """``JupyterFT.run_root`` set in the server config (absolute path) wins over the default."""
+
+    @pytest.fixture
+    def custom_root(self, tmp_path) -> Path:
+        return tmp_path / "elsewhere" / "my_runs"
+
+    @pytest.fixture
+    def jp_server_config(self, custom_root):
+        return {"ServerApp": {"jpserver_extensions": {"jupyter_ft": True}},
+                "JupyterFT": {"run_root": str(custom_root)}}
+
+    def test_runs_come_from_the_configured_root(self, get, custom_root, run_root, runs):
+        # `runs` wrote under root_dir/ft_runs, which this server does not serve
+        only = RunStore(custom_root).create({"model": {"name": "m"}}, name="configured")
+        code, body = get("status")
+        assert body["run_root"] == str(custom_root.resolve())
+        code, body = get("runs")
+        assert [r["id"] for r in body["runs"]] == [only.record.id]
+        code, body = get("runs", runs["old"])
+        assert code == 404
+
+
+class TestRelativeConfiguredRoot:
+    @pytest.fixture
+    def jp_server_config(self):
+        return {"ServerApp": {"jpserver_extensions": {"jupyter_ft": True}},
+                "JupyterFT": {"run_root": "sub/runs"}}
+
+    def test_relative_root_resolves_against_root_dir(self, get, jp_root_dir):
+        rd = RunStore(Path(jp_root_dir) / "sub" / "runs").create({}, name="rel")
+        code, body = get("status")
+        assert body["run_root"] == str((Path(jp_root_dir) / "sub" / "runs").resolve())
+        code, body = get("runs", rd.record.id)
+        assert code == 200 and body["name"] == "rel"
+
+
+def test_resolve_root(tmp_path):
+    assert resolve_root("ft_runs", str(tmp_path)) == (tmp_path / "ft_runs").resolve()
+    assert resolve_root(str(tmp_path / "abs"), "/somewhere/else") == (tmp_path / "abs").resolve()
+    assert resolve_root("~/x", str(tmp_path)) == (Path.home() / "x").resolve()
+
+
+def test_extension_points_and_light_package_import():
+    import jupyter_ft
+    import jupyter_ft.server
+
+    assert jupyter_ft._jupyter_server_extension_points() == [{"module": "jupyter_ft.server"}]
+    assert jupyter_ft.server._jupyter_server_extension_points() == [{"module": "jupyter_ft.server"}]
+    out = subprocess.run([sys.executable, "-c", "import sys, jupyter_ft, jupyter_ft.server; "
+                          "print(sorted(m for m in ('torch', 'tornado', 'transformers') if m in sys.modules))"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_config_file_enables_the_extension():
+    data = json.loads((REPO / "jupyter-config" / "jupyter_server_config.d" / "jupyter_ft.json").read_text())
+    assert data == {"ServerApp": {"jpserver_extensions": {"jupyter_ft": True}}}
+
+
+def test_jupyter_server_extension_list_shows_it_enabled():
+    """The installed package (the venv's etc/jupyter) enables the extension, and it validates."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    if not jupyter.exists():
+        pytest.skip("no jupyter executable next to this python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_")}
+    out = subprocess.run([str(jupyter), "server", "extension", "list"], capture_output=True, text=True,
+                         timeout=180, env=env)
+    text = (out.stdout + out.stderr).replace("\x1b[32m", "").replace("\x1b[0m", "")
+    assert "jupyter_ft enabled" in text, text
+    assert "jupyter_ft" in text and "OK" in text.split("Validating jupyter_ft...", 1)[1].splitlines()[1], text
