@@ -25,6 +25,7 @@ __all__ = [
     "ModelConfig",
     "OutputConfig",
     "Problem",
+    "ProbesConfig",
     "QuantizationConfig",
     "TrainingConfig",
 ]
@@ -134,6 +135,35 @@ class OutputConfig:
     name: str | None = None
 
 
+@dataclass
+class ProbesConfig:
+    """Live overfitting and catastrophic-forgetting probes, run at every evaluation (``training.eval_every``).
+
+    Overfitting: ``suspected`` when the eval loss rose for ``patience`` evaluations in a row while the train
+    loss fell; ``overfitting`` when it rose more than ``rise_threshold`` (relative) above its best, or
+    eval/train loss passed ``gap_ratio``. ``early_stop`` stops then and restores the best checkpoint (it needs
+    ``overfitting: true`` and an eval split; it does nothing otherwise).
+    Forgetting: ``forgetting_items`` general-knowledge items and ``kl_prompts`` general prompts, measured
+    with the adapter off (base) and on, every ``forgetting_every`` evaluations; the verdict is ``mild`` /
+    ``severe`` when the per-token KL from the base or the drop in answer log-likelihood passes a threshold.
+    """
+
+    overfitting: bool = True
+    patience: int = 2
+    rise_threshold: float = 0.1
+    gap_ratio: float = 1.5
+    early_stop: bool = False
+    forgetting: bool = True
+    forgetting_items: int = 32
+    forgetting_every: int = 1
+    kl_prompts: int = 8
+    kl_mild: float = 0.1
+    kl_severe: float = 0.5
+    loglik_mild: float = 0.25
+    loglik_severe: float = 1.0
+    probe_file: str | None = None
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
@@ -141,6 +171,7 @@ SECTIONS: dict[str, type] = {
     "quantization": QuantizationConfig,
     "training": TrainingConfig,
     "output": OutputConfig,
+    "probes": ProbesConfig,
 }
 
 
@@ -154,6 +185,7 @@ class FineTuneConfig:
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -310,6 +342,30 @@ class FineTuneConfig:
         _check_str(p, "output.root", o.root, nonempty=True)
         if o.name is not None:
             _check_str(p, "output.name", o.name, nonempty=True)
+
+        pr = self.probes
+        for name in ("overfitting", "early_stop", "forgetting"):
+            _check_bool(p, f"probes.{name}", getattr(pr, name))
+        _check_int(p, "probes.patience", pr.patience, lo=1, hi=100, hint="Evaluations in a row with a rising eval loss")
+        _check_number(p, "probes.rise_threshold", pr.rise_threshold, lo=0.0, strict_lo=True, hi=10.0,
+                      hint="A fraction of the best eval loss, e.g. 0.1 for a 10% rise")
+        _check_number(p, "probes.gap_ratio", pr.gap_ratio, lo=1.0, strict_lo=True, hi=100.0,
+                      hint="Eval loss / train loss above which the run is overfitting, e.g. 1.5")
+        _check_int(p, "probes.forgetting_items", pr.forgetting_items, lo=1, hi=10000,
+                   hint="How many probe items each measurement uses; 32 keeps the overhead small")
+        _check_int(p, "probes.forgetting_every", pr.forgetting_every, lo=1,
+                   hint="Measure forgetting every N evaluations")
+        _check_int(p, "probes.kl_prompts", pr.kl_prompts, lo=0, hi=1000, hint="0 skips the KL measurement")
+        for kind in ("kl", "loglik"):
+            mild, severe = getattr(pr, f"{kind}_mild"), getattr(pr, f"{kind}_severe")
+            before = len(p)
+            _check_number(p, f"probes.{kind}_mild", mild, lo=0.0, strict_lo=True, hint="Nats per token")
+            _check_number(p, f"probes.{kind}_severe", severe, lo=0.0, strict_lo=True, hint="Nats per token")
+            if len(p) == before and severe < mild:
+                p.append(Problem(f"probes.{kind}_severe", f"must be >= probes.{kind}_mild ({mild:g})", severe))
+        if pr.probe_file is not None:
+            _check_str(p, "probes.probe_file", pr.probe_file, nonempty=True,
+                       hint="A .jsonl file of {\"prompt\": ..., \"answer\": ...} lines, or null")
         return p
 
     def validate(self) -> "FineTuneConfig":

@@ -289,6 +289,188 @@ class FineTuneMagics(Magics):
         display(table)
         return None
 
+    # ------------------------------------------------------------ evaluation, chat, export
+    def _eval_run(self, ref: str | None, root: str | None) -> Any:
+        """The run to evaluate/chat with/export: ``ref`` under ``root`` when given, else as ``resolve_run``."""
+        if root:
+            from .evaluation import RunNotFound, open_run
+
+            if not ref:
+                raise UsageError("give the run id or name together with --root")
+            try:
+                return open_run(ref, root)
+            except RunNotFound as exc:
+                raise UsageError(f"{exc}; see %ft_runs --root {root}") from None
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        return self.resolve_run(ref)
+
+    def _user_value(self, name: str, what: str) -> Any:
+        ns = self.shell.user_ns
+        if name not in ns:
+            raise UsageError(f"{what} {name}: no variable named '{name}' in the notebook")
+        return ns[name]
+
+    def _loaded(self, run: Any, root: str | None) -> tuple[Any, Any, Any]:
+        from .evaluation import open_run, run_model
+
+        try:
+            rd = open_run(run, root or "ft_runs")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return (rd, *run_model(rd)[:2])
+
+    @magic_arguments()
+    @argument("run", nargs="?", default=None, help="run id or name (default: the last run); past runs too")
+    @argument("--data", default=None,
+              help="evaluate on this file, datasets dir or notebook variable (default: the run's held-out split)")
+    @argument("--n", type=int, default=None, help="only the first N examples")
+    @argument("--metrics", default=None,
+              help="comma-separated: exact_match, accuracy, rouge, bleu, perplexity, a notebook variable holding a "
+                   "callable or evaluate module, a local evaluate module path, or a hub module when online "
+                   "(default: exact_match,rouge,bleu,perplexity)")
+    @argument("--max-new-tokens", type=int, default=32, help="answer length limit (default 32)")
+    @argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples, seeded")
+    @argument("--seed", type=int, default=0, help="sampling seed, the same for base and tuned")
+    @argument("--prompts", default=None, help="a notebook variable: prompts (strings) to answer, no references")
+    @argument("--batch-size", type=int, default=8, help="generation batch size")
+    @argument("--interactive", "-i", action="store_true", help="also open the chat panel (base vs tuned)")
+    @argument("--out", "-o", default=None, help="bind the EvalResult to this variable")
+    @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
+    @line_magic
+    def ft_eval(self, line: str) -> Any:
+        """Base vs fine-tuned on the same prompts with the same decoding: metrics and answers side by side.
+
+        The base answers come from the same model with the LoRA adapter switched off. Prints the metric table
+        (base, tuned, delta) and shows the rows with word differences, a per-row score and a filter for the
+        rows where tuned is worse. Writes samples.jsonl and eval.json into the run directory.
+
+        Examples::
+
+            %ft_eval                                   # the last run, its held-out split
+            %ft_eval 20261123-1012-quickstart-1a2b --n 50 --metrics rouge,bleu
+            %ft_eval --data test.jsonl --max-new-tokens 64 --temperature 0.7 --seed 1
+            %ft_eval --prompts my_prompts              # answers only, no references
+        """
+        from .evaluation import EvalError, evaluate_run
+
+        args = parse_argstring(self.ft_eval, line)
+        run = self._eval_run(args.run, args.root)
+        data: Any = None
+        if args.data is not None:
+            value = args.data.strip().strip("'\"")
+            data = self.shell.user_ns[value] if value.isidentifier() and value in self.shell.user_ns else value
+        prompts = self._user_value(args.prompts, "--prompts") if args.prompts else None
+        root = args.root or (self.last_run.config.output.root if self.last_run is not None else "ft_runs")
+        try:
+            result = evaluate_run(run, root=root, data=data, prompts=prompts, n=args.n, metrics=args.metrics,
+                                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                                  batch_size=args.batch_size, namespace=self.shell.user_ns)
+        except EvalError as exc:
+            raise UsageError(str(exc)) from None
+        print(result.summary())
+        print(result.table())
+        print(f"samples.jsonl and eval.json written to {result.info.get('path')}")
+        self._show_eval(result)
+        if args.out:
+            self.shell.user_ns[args.out] = result
+        self.shell.user_ns["_"] = result
+        if args.interactive:
+            self._chat(run, args.root, max_new_tokens=max(args.max_new_tokens, 64), temperature=args.temperature,
+                       seed=args.seed, system=None, prompt=None)
+        return None
+
+    @staticmethod
+    def _widget_mode() -> bool:
+        import os
+
+        from .widgets.dashboard import _widget_frontend
+
+        forced = os.environ.get("JUPYTER_FT_DASHBOARD", "").strip().lower()
+        if forced in ("static", "widget"):
+            return forced == "widget"
+        return _widget_frontend()
+
+    def _show_eval(self, result: Any) -> None:
+        static = {"text/html": result.to_html(), "text/plain": result.rows_text(limit=10)}
+        if self._widget_mode():
+            from .evaluation import EvalWidget
+
+            view = EvalWidget(result)
+            view_ref = {"version_major": 2, "version_minor": 0, "model_id": view.widget.model_id}
+            display({"application/vnd.jupyter.widget-view+json": view_ref, **static}, raw=True)
+        else:
+            display(static, raw=True)
+
+    def _chat(self, run: Any, root: str | None, *, max_new_tokens: int, temperature: float, seed: int,
+              system: str | None, prompt: str | None) -> Any:
+        from .widgets.chat import ChatPanel, ChatSession, answers_html, chat_loop
+
+        rd, model, tokenizer = self._loaded(run, root)
+        config = FineTuneConfig.from_dict(rd.record.config)
+        session = ChatSession(model, tokenizer, system_prompt=system or config.data.system_prompt,
+                              max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                              title=f"{rd.record.name}: base vs tuned")
+        if prompt is not None:
+            try:
+                ex = session.ask(prompt)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            display({"text/html": answers_html(ex), "text/plain": f"base:  {ex.base}\ntuned: {ex.tuned}"}, raw=True)
+            return session
+        if self._widget_mode():
+            panel = ChatPanel(session)
+            display(panel)
+            return panel
+        chat_loop(session)
+        return session
+
+    @magic_arguments()
+    @argument("run", nargs="?", default=None, help="run id or name (default: the last run); past runs too")
+    @argument("--prompt", "-p", default=None, help="answer this one prompt and return (no panel)")
+    @argument("--system", default=None, help="system prompt (default: the run's data.system_prompt)")
+    @argument("--max-new-tokens", type=int, default=128, help="answer length limit (default 128)")
+    @argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples, seeded")
+    @argument("--seed", type=int, default=0, help="sampling seed, the same for base and tuned")
+    @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
+    @line_magic
+    def ft_chat(self, line: str) -> Any:
+        """Type a prompt and see the base (adapter off) and tuned answers side by side (chat template applied).
+
+        In a notebook this opens a chat panel; without a widget frontend it reads prompts from the terminal
+        until an empty line. ``--prompt "..."`` answers one prompt and returns.
+        """
+        args = parse_argstring(self.ft_chat, line)
+        run = self._eval_run(args.run, args.root)
+        prompt = args.prompt.strip("'\"") if args.prompt is not None else None
+        self._chat(run, args.root, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                   system=args.system, prompt=prompt)
+        return None
+
+    @magic_arguments()
+    @argument("run", nargs="?", default=None, help="run id or name (default: the last run); past runs too")
+    @argument("--out", "-o", required=True, help="directory to write (must not exist or be empty)")
+    @argument("--merge", action="store_true",
+              help="save the base with the adapter merged in (dequantized), loadable without peft")
+    @argument("--force", action="store_true", help="replace a non-empty --out directory")
+    @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
+    @line_magic
+    def ft_export(self, line: str) -> Any:
+        """Save a run's adapter, or the merged model with --merge, with a model card (config + eval table)."""
+        from .export import ExportError, export_run
+
+        args = parse_argstring(self.ft_export, line)
+        run = self._eval_run(args.run, args.root)
+        out = args.out.strip("'\"")
+        try:
+            path = export_run(run, out, merge=args.merge, root=args.root or "ft_runs", overwrite=args.force)
+        except (ExportError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        what = "merged model" if args.merge else "adapter"
+        rid = run.id if hasattr(run, "id") else run.record.id
+        print(f"exported the {what} of {rid} to {path} (model card: {path / 'README.md'})")
+        return None
+
     @line_cell_magic
     def ft_help(self, line: str, cell: str | None = None) -> None:
         """The full reference: magics and every config field with its default."""
@@ -298,7 +480,8 @@ class FineTuneMagics(Magics):
 class RunTable:
     """``%ft_runs`` output: HTML in a notebook, aligned text elsewhere."""
 
-    COLUMNS = ("id", "name", "status", "started", "steps", "best eval", "lr", "r", "batch")
+    COLUMNS = ("id", "name", "status", "started", "steps", "best eval", "lr", "r", "batch", "overfitting",
+               "forgetting")
 
     def __init__(self, records: list[Any]) -> None:
         self.rows = [self._row(r) for r in records]
@@ -311,7 +494,8 @@ class RunTable:
         best = s.get("best_eval_loss")
         return (r.id, r.name, r.status, (r.started_at or r.created_at or "")[:19].replace("T", " "),
                 f"{s.get('global_step', '')}", f"{best:.4f}" if isinstance(best, float) else "",
-                f"{t.get('learning_rate', '')}", f"{lora.get('r', '')}", f"{t.get('batch_size', '')}")
+                f"{t.get('learning_rate', '')}", f"{lora.get('r', '')}", f"{t.get('batch_size', '')}",
+                str((s.get("probes") or {}).get("overfitting") or ""), str((s.get("probes") or {}).get("forgetting") or ""))
 
     def __repr__(self) -> str:
         if not self.rows:
@@ -367,6 +551,11 @@ def help_text() -> str:
         "  %ft_status [RUN]              one line on a run",
         "  %ft_show [RUN]                the dashboard of a run (also after a kernel restart)",
         "  %ft_stop [RUN]                stop after the current step (checkpoint + adapter saved)",
+        "  %ft_eval [RUN] [--data PATH|VAR] [--n N] [--metrics rouge,bleu,exact_match,accuracy,perplexity]",
+        "           [--max-new-tokens K] [--temperature T] [--seed S] [--prompts VAR] [--interactive]",
+        "                                base vs tuned: metrics, answers side by side (samples.jsonl, eval.json)",
+        "  %ft_chat [RUN] [--prompt P]   type a prompt, see base and tuned answers side by side",
+        "  %ft_export RUN --out DIR [--merge] [--force]   the adapter, or the merged model, with a model card",
         "  %ft_help                      this reference",
         "",
         "Config fields (section.field: default):",

@@ -301,6 +301,12 @@ class Run:
         t = self.config.training
         warmup = t.warmup if (isinstance(t.warmup, float) and t.warmup < 1) else int(t.warmup)
         has_eval = eval_ds is not None and len(eval_ds) > 0
+        pr = self.config.probes
+        early_stop = has_eval and pr.overfitting and pr.early_stop
+        best_args: dict[str, Any] = {}
+        if early_stop:  # the Trainer restores the best checkpoint, so it must save at every evaluation
+            best_args = {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss",
+                         "greater_is_better": False}
         args = TrainingArguments(
             output_dir=str(self.run_dir.checkpoints_dir),
             per_device_train_batch_size=t.batch_size,
@@ -320,7 +326,7 @@ class Run:
             eval_strategy="steps" if has_eval else "no",
             eval_steps=t.eval_every if has_eval else None,
             save_strategy="steps",
-            save_steps=t.save_every,
+            save_steps=t.eval_every if early_stop else t.save_every,
             save_total_limit=2,
             report_to=[],
             disable_tqdm=True,
@@ -333,7 +339,11 @@ class Run:
             include_num_input_tokens_seen="non_padding",
             dataloader_num_workers=0,
             label_names=["labels"],
+            **best_args,
         )
+        from .probes import probe_callback
+
+        self._probes = probe_callback(self) if (pr.overfitting and has_eval) or pr.forgetting else None
         trainer = Trainer(
             model=model,
             args=args,
@@ -341,7 +351,7 @@ class Run:
             eval_dataset=eval_ds if has_eval else None,
             data_collator=make_collator(tokenizer, packing=self.config.data.packing),
             processing_class=tokenizer,
-            callbacks=[run_callback(self)],
+            callbacks=[run_callback(self)] + ([self._probes] if self._probes is not None else []),
         )
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -366,6 +376,7 @@ class Run:
             "mean_tokens_per_s": sum(speeds) / len(speeds) if speeds else None,
             "train_seconds": self.progress.get("elapsed"),
             "adapter": str(self.run_dir.adapter_dir),
+            "probes": self._probes.summary() if getattr(self, "_probes", None) is not None else None,
         }
 
 

@@ -56,14 +56,13 @@ cells = [
     new_code_cell("%ft_show"),
     new_markdown_cell(
         "## 4. Evaluate: base vs fine-tuned, same prompts, same decoding\n"
-        "One model in memory: the base answers are generated with the LoRA adapter switched off."
+        "One model in memory: the base answers are generated with the LoRA adapter switched off. "
+        "`%ft_eval` prints the metric table (exact match, ROUGE, BLEU, perplexity on the held-out split; all "
+        "computed offline), then shows the answers side by side with the words that differ highlighted; tick "
+        "*only rows where tuned is worse* to see what the fine-tuning broke. The results are saved in the run "
+        "directory (`samples.jsonl`, `eval.json`). `%ft_chat` lets you try your own prompts."
     ),
-    new_code_cell(
-        "from jupyter_ft.evaluation import compare_base_tuned\n\n"
-        "result = compare_base_tuned(run.run_dir, n=24, max_new_tokens=8)\n"
-        "print(result.table())\n"
-        "pd.DataFrame(result.rows)[['reference', 'base', 'tuned']].head(8)"
-    ),
+    new_code_cell("%ft_eval --n 24 --max-new-tokens 8"),
     new_markdown_cell("## 5. Every run is recorded\nConfig, metrics, adapter and environment live in `ft_runs/<run id>/`."),
     new_code_cell("%ft_runs"),
 ]

@@ -18,6 +18,7 @@ from jupyter_ft.config import (
     LoraSettings,
     ModelConfig,
     OutputConfig,
+    ProbesConfig,
     Problem,
     QuantizationConfig,
     TrainingConfig,
@@ -200,12 +201,15 @@ def non_default_config() -> FineTuneConfig:
                                 max_grad_norm=0.5, seed=7, eval_every=20, save_every=40, logging_every=1,
                                 gradient_checkpointing=True),
         output=OutputConfig(root="/tmp/my-runs", name="exp-1"),
+        probes=ProbesConfig(overfitting=False, patience=3, rise_threshold=0.2, gap_ratio=2.0, early_stop=True,
+                            forgetting=False, forgetting_items=64, forgetting_every=2, kl_prompts=16, kl_mild=0.05,
+                            kl_severe=0.3, loglik_mild=0.1, loglik_severe=0.5, probe_file="probes/mine.jsonl"),
     )
 
 
 def test_non_default_config_differs_from_defaults_in_every_field():
     config, default = non_default_config().validate(), FineTuneConfig()
-    for section in ("model", "data", "lora", "quantization", "training", "output"):
+    for section in ("model", "data", "lora", "quantization", "training", "output", "probes"):
         for key, value in vars(getattr(config, section)).items():
             assert value != getattr(getattr(default, section), key), f"{section}.{key} is still the default"
 
@@ -222,7 +226,7 @@ def test_to_yaml_round_trips(config):
 def test_to_yaml_keeps_section_order_and_floats():
     text = non_default_config().to_yaml()
     assert [line for line in text.splitlines() if not line.startswith(" ")] == [
-        "model:", "data:", "lora:", "quantization:", "training:", "output:"
+        "model:", "data:", "lora:", "quantization:", "training:", "output:", "probes:"
     ]
     assert isinstance(yaml.safe_load(text)["training"]["learning_rate"], float)
 
@@ -326,8 +330,8 @@ BAD = [
                                        "Choose one of: auto, alpaca, chat, prompt_completion, text"),
     # unknown sections and keys
     ({"trainig": {}}, "trainig: unknown key. Did you mean 'training'?"),
-    ({"optimizer": {}}, "optimizer: unknown key. Known keys: data, lora, model, output, quantization, training"),
-    ({1: 2}, "1: unknown key. Known keys: data, lora, model, output, quantization, training"),
+    ({"optimizer": {}}, "optimizer: unknown key. Known keys: data, lora, model, output, probes, quantization, training"),
+    ({1: 2}, "1: unknown key. Known keys: data, lora, model, output, probes, quantization, training"),
     ({"training": {"learning_rat": 1e-4}}, "training.learning_rat: unknown key. Did you mean 'learning_rate'?"),
     ({"training": {"lr": 1e-4}}, "training.lr: unknown key. Known keys: batch_size, epochs, eval_every, grad_accum, "
                                  "gradient_checkpointing, learning_rate, logging_every, max_grad_norm, max_steps, "

@@ -52,6 +52,22 @@ NON_DEFAULT = {
         "gradient_checkpointing": True,
     },
     "output": {"root": "runs", "name": "tickets-v2"},
+    "probes": {
+        "overfitting": False,
+        "patience": 3,
+        "rise_threshold": 0.2,
+        "gap_ratio": 2.0,
+        "early_stop": True,
+        "forgetting": False,
+        "forgetting_items": 64,
+        "forgetting_every": 2,
+        "kl_prompts": 16,
+        "kl_mild": 0.05,
+        "kl_severe": 0.3,
+        "loglik_mild": 0.1,
+        "loglik_severe": 0.5,
+        "probe_file": "probes/mine.jsonl",
+    },
 }
 
 
@@ -75,7 +91,7 @@ def problem_text(**overrides) -> list[str]:
 def test_every_field_of_every_section_has_a_widget():
     form = ConfigForm()
     assert sorted(form.fields) == sorted(all_paths())
-    assert form.sections.titles == ("Model", "Data", "LoRA", "Quantization", "Training", "Output")
+    assert form.sections.titles == ("Model", "Data", "LoRA", "Quantization", "Training", "Output", "Probes")
     assert len(form.sections.children) == len(dataclasses.fields(FineTuneConfig))
     assert all(isinstance(form.errors_html[path], W.HTML) for path in form.fields)
     f = form.fields

@@ -79,7 +79,7 @@ def test_quickstart_notebook_executes_on_cpu(tmp_path: Path, monkeypatch: pytest
     execute(nb, tmp_path, timeout=900)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    compare = next(c for c in nb.cells if c.cell_type == "code" and "compare_base_tuned" in c.source)
+    compare = next(c for c in nb.cells if c.cell_type == "code" and "ft_eval" in c.source)
     assert "exact_match" in text_of(compare)
     dry = next(c for c in nb.cells if c.cell_type == "code" and "--dry-run" in c.source)
     assert "detected format 'alpaca'" in text_of(dry)

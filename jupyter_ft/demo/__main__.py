@@ -115,7 +115,7 @@ def run_notebook(path: Path, out_dir: Path, max_steps: int | None = None, timeou
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
     for cell in nb.cells:
-        if cell.cell_type == "code" and "compare_base_tuned" in cell.source:
+        if cell.cell_type == "code" and "ft_eval" in cell.source:
             for output in cell.get("outputs", []):
                 if output.get("output_type") == "stream":
                     print(output["text"], end="")

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from ..store import ACTIVE, RunDir, RunStore
+from ..store import ACTIVE, RunDir, RunStore, read_jsonl
 
 if TYPE_CHECKING:  # pragma: no cover
     import plotly.graph_objects as go
@@ -72,7 +72,7 @@ BAR_STYLES = {"finished": "success", "failed": "danger", "stopping": "warning", 
 
 # Parts of the view a batch of events can make stale.
 SERIES_PARTS = frozenset({"loss", "eval", "lr", "tps"})
-ALL_PARTS = frozenset(SERIES_PARTS | {"progress", "status", "warnings", "options"})
+ALL_PARTS = frozenset(SERIES_PARTS | {"progress", "status", "warnings", "options", "probes"})
 
 # Trace order in every dashboard figure (the widget updates traces by index).
 TRACE_LOSS, TRACE_LOSS_SMOOTH, TRACE_EVAL, TRACE_BEST, TRACE_LR, TRACE_TPS = range(6)
@@ -194,6 +194,7 @@ class DashboardState:
         self.dataset: dict[str, Any] = {}
         self.checkpoints: list[int] = []
         self.summary: dict[str, Any] = {}
+        self.probes: list[dict[str, Any]] = []  # ``probe`` events / probes.jsonl lines
 
     # ------------------------------------------------------------ building
     def apply(self, event: "Event") -> set[str]:
@@ -219,6 +220,9 @@ class DashboardState:
             if data.get("step") is not None:
                 self.checkpoints.append(int(data["step"]))
             return set()
+        if kind == "probe":
+            self.probes.append(data)
+            return {"probes"}
         return set()
 
     def add_metrics(self, entry: Mapping[str, Any]) -> set[str]:
@@ -264,6 +268,7 @@ class DashboardState:
         self.warnings = list(record.warnings)
         self.dataset = dict(record.dataset)
         self.summary = dict(record.summary)
+        self.probes = read_jsonl(run.run_dir.probes_path)
 
     @classmethod
     def from_run_dir(cls, rd: RunDir) -> "DashboardState":
@@ -277,6 +282,7 @@ class DashboardState:
         state.dataset = dict(record.dataset)
         state.summary = dict(record.summary)
         state.progress = state._progress_from_record(record, metrics)
+        state.probes = read_jsonl(rd.probes_path)
         return state
 
     def _progress_from_record(self, record: Any, metrics: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
@@ -669,6 +675,62 @@ class WidgetDashboard(Dashboard):
             self._render_progress()
         if parts & {"status", "warnings"}:
             self._render_status()
+        if "probes" in parts and self.state.probes:
+            self._render_probes()
+
+    def _render_probes(self) -> None:
+        """Overfitting and forgetting panels: verdict, suggestion and a small figure (from ``probe`` events)."""
+        import ipywidgets as W
+        import plotly.graph_objects as go
+
+        recs = self.state.probes
+        over = [r for r in recs if r.get("overfitting")]
+        forget = [r for r in recs if r.get("forgetting")]
+        colors = {"ok": "#198754", "none": "#198754", "suspected": "#b58100", "mild": "#b58100",
+                  "overfitting": "#b00020", "severe": "#b00020"}
+
+        def verdict_html(label: str, status: str, message: str, suggestion: str) -> str:
+            color = colors.get(status, "#6c757d")
+            text = (f'<div><b style="color:{color}">{html.escape(label)}: {html.escape(status)}</b> '
+                    f"{html.escape(message)}</div>")
+            if suggestion:
+                text += f'<div style="color:#555">{html.escape(suggestion)}</div>'
+            return text
+
+        if over:
+            v = over[-1]["overfitting"]
+            if not hasattr(self, "_over_fig"):
+                self._over_fig = go.FigureWidget(layout={"height": 220, "template": "plotly_white",
+                                                         "margin": {"l": 40, "r": 10, "t": 10, "b": 30},
+                                                         "legend": {"orientation": "h"}})
+                for name in ("train", "eval", "best"):
+                    self._over_fig.add_scatter(name=name, mode="markers" if name == "best" else "lines+markers")
+                self._over_html = W.HTML()
+            steps = [r["step"] for r in over]
+            with self._over_fig.batch_update():
+                self._over_fig.data[0].update(x=steps, y=[r["overfitting"]["train_loss"] for r in over])
+                self._over_fig.data[1].update(x=steps, y=[r["overfitting"]["eval_loss"] for r in over])
+                self._over_fig.data[2].update(x=[v["best_step"]], y=[v["best_eval_loss"]],
+                                              marker={"size": 12, "symbol": "star"})
+            gap = "" if v.get("gap") is None else f" Gap {v['gap']:.3f} (ratio {v['gap_ratio']:.2f})."
+            self._over_html.value = verdict_html("Overfitting", v["status"], v["message"] + gap, v["suggestion"])
+            self.set_panel("overfitting", self._over_html, self._over_fig)
+        if forget:
+            v = forget[-1]["forgetting"]
+            if not hasattr(self, "_forget_fig"):
+                self._forget_fig = go.FigureWidget(layout={"height": 220, "template": "plotly_white",
+                                                           "margin": {"l": 40, "r": 10, "t": 10, "b": 30},
+                                                           "legend": {"orientation": "h"}})
+                for name in ("KL from base", "answer log-lik. change", "accuracy change"):
+                    self._forget_fig.add_scatter(name=name, mode="lines+markers")
+                self._forget_html = W.HTML()
+            steps = [r["step"] for r in forget]
+            with self._forget_fig.batch_update():
+                self._forget_fig.data[0].update(x=steps, y=[r["forgetting"]["kl"] for r in forget])
+                self._forget_fig.data[1].update(x=steps, y=[-r["forgetting"]["loglik_drop"] for r in forget])
+                self._forget_fig.data[2].update(x=steps, y=[-r["forgetting"]["accuracy_drop"] for r in forget])
+            self._forget_html.value = verdict_html("Forgetting", v["verdict"], v["message"], v["suggestion"])
+            self.set_panel("forgetting", self._forget_html, self._forget_fig)
 
     def _render_progress(self) -> None:
         st = self.state

@@ -1,0 +1,468 @@
+"""Live probes of a training run: overfitting (from the loss history) and catastrophic forgetting
+(general knowledge and the base model's distribution, measured on the same model with the adapter
+switched off and on, never a second copy in memory).
+
+Both run at every evaluation through :func:`probe_callback`; each measurement is a line of
+``probes.jsonl`` in the run directory and a ``probe`` event. Importing this module stays torch-free: the
+``TrainerCallback`` class is built on first use, like ``training.run_callback``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+__all__ = [
+    "ForgettingProbe",
+    "OverfittingProbe",
+    "general_prompts",
+    "load_probe_items",
+    "probe_callback",
+]
+
+SYSTEM_PROMPT = "Answer with a single word or number."
+SUGGESTIONS = {
+    "suspected": "Watch the next evaluations; if the eval loss keeps rising, lower the learning rate or "
+                 "train for fewer epochs.",
+    "overfitting": "Lower training.learning_rate, train fewer epochs (or stop at the best step), add more "
+                   "data, or raise lora.dropout.",
+}
+FORGETTING_SUGGESTIONS = {
+    "mild": "The model drifts from its base: consider a lower learning rate or fewer steps.",
+    "severe": "The model is losing general knowledge: lower training.learning_rate, train fewer steps, use a "
+              "smaller lora.r, or mix general data into the training set.",
+}
+_ORDER = {"ok": 0, "suspected": 1, "overfitting": 2, "none": 0, "mild": 1, "severe": 2}
+
+
+# =========================================================================== data
+def _read_jsonl(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def load_probe_items(probe_file: str | None = None) -> list[dict[str, Any]]:
+    """The bundled general-knowledge items (``category``, ``prompt``, ``answer``) plus the user's file."""
+    text = resources.files(__name__).joinpath("general_knowledge.jsonl").read_text(encoding="utf-8")
+    items = _read_jsonl(text)
+    if probe_file:
+        extra = _read_jsonl(Path(probe_file).read_text(encoding="utf-8"))
+        for i, row in enumerate(extra):
+            if not isinstance(row, Mapping) or not row.get("prompt") or row.get("answer") in (None, ""):
+                raise ValueError(f"{probe_file}, line {i + 1}: each line needs 'prompt' and 'answer'")
+            items.append({"category": str(row.get("category", "user")), "prompt": str(row["prompt"]),
+                          "answer": str(row["answer"])})
+    return items
+
+
+def general_prompts() -> list[str]:
+    """General prompts on which the tuned distribution is compared with the base one (KL)."""
+    text = resources.files(__name__).joinpath("general_prompts.jsonl").read_text(encoding="utf-8")
+    return [row["prompt"] for row in _read_jsonl(text)]
+
+
+def subset(items: Sequence[dict[str, Any]], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """A deterministic subset of ``n`` items spread over the categories (round robin), user items first."""
+    if n >= len(items):
+        return list(items)
+    rng = random.Random(seed)
+    by_cat: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        by_cat.setdefault(item.get("category", ""), []).append(item)
+    cats = sorted(by_cat, key=lambda c: (c != "user", c))
+    for c in cats:
+        if c != "user":
+            rng.shuffle(by_cat[c])
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        for c in cats:
+            if by_cat[c] and len(out) < n:
+                out.append(by_cat[c].pop(0))
+    return out
+
+
+def normalize(text: str) -> str:
+    text = text.lower().strip()
+    text = re.sub(r"[^\w\s]", " ", text)
+    text = re.sub(r"\b(the|a|an)\b", " ", text)
+    return " ".join(text.split())
+
+
+def is_correct(output: str, answer: str) -> bool:
+    """Exact-ish match: the normalised answer is the output, or appears in it as whole words."""
+    out, ans = normalize(output), normalize(answer)
+    if not ans:
+        return False
+    return out == ans or f" {ans} " in f" {out} "
+
+
+# =========================================================================== overfitting
+class OverfittingProbe:
+    """Pure logic over the eval/train history; ``verdict(history)`` returns a plain dict.
+
+    ``history`` is the run's log: dicts with ``step`` and ``loss`` (train) or ``eval_loss``. The train loss
+    at an evaluation is the mean of the train losses logged since the previous evaluation.
+    """
+
+    def __init__(self, patience: int = 2, rise_threshold: float = 0.1, gap_ratio: float = 1.5) -> None:
+        self.patience = patience
+        self.rise_threshold = rise_threshold
+        self.gap_ratio = gap_ratio
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "OverfittingProbe":
+        return cls(cfg.patience, cfg.rise_threshold, cfg.gap_ratio)
+
+    @staticmethod
+    def points(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One point per evaluation: step, eval loss and the train loss around it."""
+        out: list[dict[str, Any]] = []
+        window: list[float] = []
+        last_train: float | None = None
+        for h in history:
+            if _finite(h.get("loss")):
+                window.append(float(h["loss"]))
+                last_train = float(h["loss"])
+            if _finite(h.get("eval_loss")):
+                train = sum(window) / len(window) if window else last_train
+                if out and out[-1]["step"] == h.get("step"):
+                    out[-1]["eval_loss"] = float(h["eval_loss"])  # the same step evaluated twice
+                else:
+                    out.append({"step": h.get("step"), "eval_loss": float(h["eval_loss"]), "train_loss": train})
+                window = []
+        return out
+
+    def verdict(self, history: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        pts = self.points(history)
+        if not pts:
+            return {"status": "ok", "evaluations": 0, "best_eval_loss": None, "best_step": None, "eval_loss": None,
+                    "train_loss": None, "gap": None, "gap_ratio": None, "rise": None, "rising_for": 0,
+                    "since_best": 0, "message": "No evaluation yet.", "suggestion": ""}
+        best_i = min(range(len(pts)), key=lambda i: pts[i]["eval_loss"])  # first of equal minima
+        best = pts[best_i]
+        last = pts[-1]
+        rising = 0
+        for i in range(len(pts) - 1, 0, -1):
+            if pts[i]["eval_loss"] > pts[i - 1]["eval_loss"]:
+                rising += 1
+            else:
+                break
+        since_best = len(pts) - 1 - best_i
+        train, ev = last["train_loss"], last["eval_loss"]
+        gap = ev - train if train is not None else None
+        ratio = ev / train if train is not None and train > 0 else None
+        rise = (ev - best["eval_loss"]) / best["eval_loss"] if best["eval_loss"] > 0 else 0.0
+        start = pts[len(pts) - 1 - rising]
+        train_falling = (rising > 0 and train is not None and start["train_loss"] is not None
+                         and train < start["train_loss"])
+        status = "ok"
+        if since_best > 0 and (rise > self.rise_threshold or (ratio is not None and ratio > self.gap_ratio)):
+            status = "overfitting"
+        elif rising >= self.patience and train_falling:
+            status = "suspected"
+        if status == "overfitting":
+            why = []
+            if rise > self.rise_threshold:
+                why.append(f"the eval loss is {rise:.0%} above its best ({best['eval_loss']:.4f} at step "
+                           f"{best['step']})")
+            if ratio is not None and ratio > self.gap_ratio:
+                why.append(f"eval loss is {ratio:.2f}x the train loss")
+            message = "Overfitting: " + " and ".join(why) + "."
+        elif status == "suspected":
+            message = (f"Possible overfitting: the eval loss rose for {rising} evaluations in a row while the "
+                       "train loss kept falling.")
+        elif since_best == 0:
+            message = f"No overfitting: the eval loss is at its best ({best['eval_loss']:.4f})."
+        else:
+            message = (f"No overfitting yet: best eval loss {best['eval_loss']:.4f} at step {best['step']}, "
+                       f"now {ev:.4f}.")
+        return {"status": status, "evaluations": len(pts), "best_eval_loss": best["eval_loss"],
+                "best_step": best["step"], "eval_loss": ev, "train_loss": train, "gap": gap, "gap_ratio": ratio,
+                "rise": rise, "rising_for": rising, "since_best": since_best, "message": message,
+                "suggestion": SUGGESTIONS.get(status, "")}
+
+    def should_stop(self, verdict: Mapping[str, Any]) -> bool:
+        """Early stopping: flagged, or no better eval loss for ``patience`` evaluations."""
+        return verdict["status"] != "ok" or verdict.get("since_best", 0) >= self.patience
+
+
+# =========================================================================== forgetting
+class ForgettingProbe:
+    """Measures the live peft model against its own base (``model.disable_adapter()``).
+
+    ``measure(model)`` returns mean answer log-likelihood (per token), greedy accuracy and mean per-token
+    KL(base || tuned) on the general prompts, plus the change against the base (cached on first use).
+    """
+
+    def __init__(self, tokenizer: Any, *, items: Sequence[dict[str, Any]] | None = None,
+                 prompts: Sequence[str] | None = None, n_items: int = 32, n_prompts: int = 8,
+                 kl_mild: float = 0.1, kl_severe: float = 0.5, loglik_mild: float = 0.25,
+                 loglik_severe: float = 1.0, seed: int = 0, max_new_tokens: int = 8, batch_size: int = 16,
+                 probe_file: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        all_items = list(items) if items is not None else load_probe_items(probe_file)
+        self.items = subset(all_items, n_items, seed)
+        self.prompts = list(prompts if prompts is not None else general_prompts())[:n_prompts]
+        self.thresholds = {"kl_mild": kl_mild, "kl_severe": kl_severe, "loglik_mild": loglik_mild,
+                           "loglik_severe": loglik_severe}
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.base: dict[str, Any] | None = None
+        self._base_logprobs: list[Any] = []
+        self._qa = [self._encode_qa(it) for it in self.items]
+        self._kl = [self._encode(self._chat(p, system=None)) for p in self.prompts]
+
+    @classmethod
+    def from_config(cls, tokenizer: Any, cfg: Any, seed: int = 0) -> "ForgettingProbe":
+        return cls(tokenizer, n_items=cfg.forgetting_items, n_prompts=cfg.kl_prompts, kl_mild=cfg.kl_mild,
+                   kl_severe=cfg.kl_severe, loglik_mild=cfg.loglik_mild, loglik_severe=cfg.loglik_severe,
+                   seed=seed, probe_file=cfg.probe_file)
+
+    # ------------------------------------------------------------ encoding
+    def _chat(self, prompt: str, system: str | None = SYSTEM_PROMPT) -> str:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}]
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return (f"{system}\n" if system else "") + f"Question: {prompt}\nAnswer:"
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode_qa(self, item: Mapping[str, Any]) -> tuple[list[int], list[int]]:
+        prompt = self._encode(self._chat(item["prompt"]))
+        sep = "" if getattr(self.tokenizer, "chat_template", None) else " "
+        answer = self._encode(sep + str(item["answer"]))
+        return prompt, answer
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        return int(pad or 0)
+
+    # ------------------------------------------------------------ measuring
+    def measure(self, model: Any) -> dict[str, Any]:
+        """Base values (first call, adapter off) and the tuned state now (adapter on); restores train mode."""
+        import torch
+
+        was_training = model.training
+        model.eval()
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                if self.base is None:
+                    with _adapter_disabled(model):
+                        self.base = self._measure(model, keep_logprobs=True)
+                now = self._measure(model, keep_logprobs=False)
+        finally:
+            model.train(was_training)
+        base = self.base
+        out = {**now, "base_loglik": base["loglik"], "base_accuracy": base["accuracy"],
+               "loglik_drop": base["loglik"] - now["loglik"], "accuracy_drop": base["accuracy"] - now["accuracy"],
+               "items": len(self.items), "prompts": len(self.prompts), "seconds": time.perf_counter() - t0}
+        out.update(self.judge(out))
+        return out
+
+    def judge(self, m: Mapping[str, Any]) -> dict[str, Any]:
+        th = self.thresholds
+        kl, drop = m.get("kl") or 0.0, m.get("loglik_drop") or 0.0
+        if kl >= th["kl_severe"] or drop >= th["loglik_severe"]:
+            verdict = "severe"
+        elif kl >= th["kl_mild"] or drop >= th["loglik_mild"]:
+            verdict = "mild"
+        else:
+            verdict = "none"
+        acc = f"accuracy {m.get('base_accuracy', 0):.0%} → {m.get('accuracy', 0):.0%}"
+        message = (f"Forgetting: {verdict}. KL from base {kl:.3f} nats/token, answer log-likelihood "
+                   f"{-drop:+.3f} nats/token, {acc}.")
+        return {"verdict": verdict, "message": message, "suggestion": FORGETTING_SUGGESTIONS.get(verdict, "")}
+
+    def _device(self, model: Any) -> Any:
+        return next(p for p in model.parameters()).device
+
+    def _measure(self, model: Any, keep_logprobs: bool) -> dict[str, Any]:
+        import torch
+
+        device = self._device(model)
+        pad = self._pad_id()
+        # answer log-likelihood: one forward of prompt + answer, right padded
+        lls: list[float] = []
+        for chunk in _chunks(self._qa, self.batch_size):
+            seqs = [p + a for p, a in chunk]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, s in enumerate(seqs):
+                ids[i, :len(s)] = torch.tensor(s)
+                mask[i, :len(s)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            for i, (p, a) in enumerate(chunk):
+                pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
+                target = torch.tensor(a, device=device)
+                lls.append(float(logp[i, pos, target].mean()))
+        # greedy accuracy: short generation, left padded
+        correct = 0
+        outputs: list[str] = []
+        for chunk, items in zip(_chunks(self._qa, self.batch_size), _chunks(self.items, self.batch_size)):
+            prompts = [p for p, _ in chunk]
+            width = max(len(p) for p in prompts)
+            ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, p in enumerate(prompts):
+                ids[i, width - len(p):] = torch.tensor(p)
+                mask[i, width - len(p):] = 1
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                 max_new_tokens=self.max_new_tokens, pad_token_id=pad,
+                                 eos_token_id=self.tokenizer.eos_token_id, temperature=None, top_p=None,
+                                 top_k=None)
+            for i, item in enumerate(items):
+                text = self.tokenizer.decode(gen[i, width:], skip_special_tokens=True)
+                outputs.append(text)
+                correct += is_correct(text, item["answer"])
+        # KL(base || tuned) per token on the general prompts
+        kls: list[float] = []
+        for j, seq in enumerate(self._kl):
+            ids = torch.tensor([seq], device=device)
+            logp = torch.log_softmax(model(input_ids=ids).logits.float()[0], dim=-1)
+            if keep_logprobs:
+                self._base_logprobs.append(logp)
+                kls.append(0.0)
+            else:
+                base = self._base_logprobs[j]
+                kl = (base.exp() * (base - logp)).sum(-1).clamp_min(0.0)
+                kls.append(float(kl.mean()))
+        n = max(1, len(self.items))
+        return {"loglik": sum(lls) / len(lls) if lls else 0.0, "accuracy": correct / n,
+                "kl": sum(kls) / len(kls) if kls else 0.0, "samples": outputs[:5]}
+
+
+class _adapter_disabled:
+    """``model.disable_adapter()`` for a peft model; a plain model is its own base."""
+
+    def __init__(self, model: Any) -> None:
+        self.ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else None
+
+    def __enter__(self) -> None:
+        if self.ctx is not None:
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.ctx is not None:
+            self.ctx.__exit__(*exc)
+
+
+def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def worst(a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if _ORDER.get(a, 0) >= _ORDER.get(b, 0) else b
+
+
+# =========================================================================== trainer callback
+_CALLBACK_CLASS: type | None = None
+
+
+def probe_callback(run: Any) -> Any:
+    """A ``TrainerCallback`` running the configured probes for ``run`` (class built on first use)."""
+    global _CALLBACK_CLASS
+    if _CALLBACK_CLASS is None:
+        from transformers import TrainerCallback
+
+        _CALLBACK_CLASS = type("ProbeCallback", (_ProbeCallbackMixin, TrainerCallback), {})
+    return _CALLBACK_CLASS(run)
+
+
+class _ProbeCallbackMixin:
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.cfg = run.config.probes
+        self.overfitting = OverfittingProbe.from_config(self.cfg) if self.cfg.overfitting else None
+        self.forgetting: ForgettingProbe | None = None
+        self.evaluations = 0
+        self.seconds = 0.0
+        self.records: list[dict[str, Any]] = []
+        self.worst_overfitting: str | None = None
+        self.worst_forgetting: str | None = None
+        self.stopped_early_at: int | None = None
+        self.last_overfitting: dict[str, Any] | None = None
+        self.last_forgetting: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ hooks
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.cfg.forgetting and self.run.model is not None and self.run.tokenizer is not None:
+            t0 = time.perf_counter()
+            self.forgetting = ForgettingProbe.from_config(self.run.tokenizer, self.cfg,
+                                                          seed=self.run.config.training.seed)
+            self._record(state, forgetting=self.forgetting.measure(self.run.model), start=True)
+            self.seconds += time.perf_counter() - t0
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        t0 = time.perf_counter()
+        self.evaluations += 1
+        over = self.overfitting.verdict(self.run.history) if self.overfitting is not None else None
+        forget = None
+        if self.forgetting is not None and self.evaluations % self.cfg.forgetting_every == 0:
+            forget = self.forgetting.measure(self.run.model)
+        self.seconds += time.perf_counter() - t0
+        if over is not None and self.cfg.early_stop and state.global_step < state.max_steps:
+            if self.overfitting.should_stop(over) and not control.should_training_stop:
+                control.should_training_stop = True
+                self.stopped_early_at = state.global_step
+                over["early_stop"] = {"step": state.global_step, "restore_step": over["best_step"]}
+                self.run.emit("warning", message=f"Early stopping at step {state.global_step}: {over['message']} "
+                              f"Restoring the best checkpoint (step {over['best_step']}).")
+        self._record(state, overfitting=over, forgetting=forget)
+
+    # ------------------------------------------------------------ records
+    def _record(self, state: Any, overfitting: dict[str, Any] | None = None,
+                forgetting: dict[str, Any] | None = None, start: bool = False) -> None:
+        rec: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, "time": time.time(),
+                               "start": start, "overfitting": overfitting, "forgetting": forgetting,
+                               "probe_seconds": self.seconds}
+        if overfitting is not None:
+            self.last_overfitting = overfitting
+            self.worst_overfitting = worst(self.worst_overfitting, overfitting["status"])
+        if forgetting is not None:
+            self.last_forgetting = forgetting
+            self.worst_forgetting = worst(self.worst_forgetting, forgetting["verdict"])
+        rec = json.loads(json.dumps(rec, default=str))
+        self.records.append(rec)
+        from ..store import append_jsonl
+
+        append_jsonl(self.run.run_dir.probes_path, rec)
+        self.run.emit("probe", **rec)
+
+    def summary(self) -> dict[str, Any]:
+        """Final verdicts for the run's summary."""
+        over, forget = self.last_overfitting, self.last_forgetting
+        return {
+            "overfitting": self.worst_overfitting,
+            "overfitting_message": over["message"] if over else None,
+            "best_eval_step": over["best_step"] if over else None,
+            "stopped_early_at": self.stopped_early_at,
+            "forgetting": self.worst_forgetting,
+            "forgetting_final": forget["verdict"] if forget else None,
+            "forgetting_message": forget["message"] if forget else None,
+            "kl": forget["kl"] if forget else None,
+            "loglik_drop": forget["loglik_drop"] if forget else None,
+            "accuracy": forget["accuracy"] if forget else None,
+            "base_accuracy": forget["base_accuracy"] if forget else None,
+            "probe_seconds": self.seconds,
+        }
