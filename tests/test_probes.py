@@ -263,3 +263,24 @@ def test_dashboard_panels_and_run_table(tiny_model_dir: Path, root: Path):
     assert "Forgetting: none" in past.forgetting_panel.children[1].value
     table = RunTable([RunStore(root).load(run.id)])
     assert table.rows[0][-2:] == ("ok", "none") and "overfitting" in repr(table)
+
+
+def test_forgetting_probe_leaves_4bit_weights_trainable(tiny_model_dir: Path) -> None:
+    """Measuring in eval mode must not repack bitsandbytes' NF4 weights into the CPU inference layout,
+    which silently broke training after the first probe on AVX512-BF16 CPUs."""
+    import bitsandbytes as bnb
+    import torch
+
+    from jupyter_ft import models
+    from jupyter_ft.config import FineTuneConfig
+    from jupyter_ft.probes import ForgettingProbe
+
+    cfg = FineTuneConfig.from_dict({"model": {"name": str(tiny_model_dir)}, "lora": {"r": 4}})
+    resolved = models.resolve_model(cfg.model.name)
+    model = models.apply_lora(models.load_base_model(cfg, resolved, "cpu", torch.float32), cfg)
+    model.train()
+    probe = ForgettingProbe.from_config(models.load_tokenizer(resolved), cfg.probes, seed=0)
+    probe.measure(model)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and model.training
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)

@@ -50,15 +50,15 @@ def test_short_qlora_run_and_base_vs_tuned(tmp_path: Path) -> None:
 
     run = jupyter_ft.finetune(
         {"data": {"max_length": 128, "eval_split": 0.02},
-         "training": {"max_steps": 4, "batch_size": 4, "eval_every": 4, "save_every": 4, "logging_every": 1},
+         "training": {"max_steps": 6, "batch_size": 8, "eval_every": 6, "save_every": 6, "logging_every": 1},
          "output": {"root": str(tmp_path)}},
         wait=True,
     )
     assert run.status == "finished", run.run_dir.record.traceback
-    assert run.summary["global_step"] == 4
+    assert run.summary["global_step"] == 6
     assert run.run_dir.record.model["kind"] == "builtin"
     losses = [h["loss"] for h in run.history if "loss" in h]
-    assert losses[-1] < losses[0]
+    assert sum(losses[-2:]) < sum(losses[:2])  # the answer format is learnt within a few steps
     result = compare_base_tuned(run.id, root=str(tmp_path), n=4, max_new_tokens=6)
     assert len(result.rows) == 4 and set(result.metrics) == {"exact_match"}
     assert (run.path / "samples.jsonl").is_file() and (run.path / "eval.json").is_file()
