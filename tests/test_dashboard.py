@@ -17,23 +17,11 @@ from jupyter_ft.config import FineTuneConfig
 from jupyter_ft.store import RunStore
 from jupyter_ft.training import Event, Run, live_run_ids
 from jupyter_ft.widgets import Dashboard, StaticDashboard, WidgetDashboard, dashboard_for
+from test_training import make_config  # noqa: E402 - the shared tiny-run config
 from jupyter_ft.widgets.dashboard import (
     TRACE_BEST, TRACE_EVAL, TRACE_LOSS, TRACE_LOSS_SMOOTH, TRACE_LR, TRACE_TPS, DashboardState, ema,
     format_duration, progress_text, status_text, summary_text,
 )
-
-
-def make_config(model_dir: Path, root: Path, **training) -> dict:
-    t = {"max_steps": 6, "batch_size": 4, "logging_every": 1, "eval_every": 3, "save_every": 3,
-         "learning_rate": 1e-3}
-    t.update(training)
-    return {
-        "model": {"name": str(model_dir)},
-        "data": {"source": "demo:support_tickets", "max_length": 128, "eval_split": 0.05},
-        "lora": {"r": 4, "alpha": 8},
-        "training": t,
-        "output": {"root": str(root)},
-    }
 
 
 @pytest.fixture(autouse=True)
