@@ -408,6 +408,8 @@ def _drive(page: Any, lab: LabServer, artifacts: Path) -> None:
     assert first_points < OK_STEPS and len(set(counts)) >= 2, (
         f"the plot never showed the curve growing (train-loss point counts seen: {sorted(set(counts))})")
     assert f"step {OK_STEPS}/{OK_STEPS}" in (snap["progress"] or ""), snap["progress"]
+    snap = poll(page, CELL_OK, lambda s: bool(s.get("button") and s["button"]["disabled"]), 30,
+                "the Stop button to be disabled once finished")
     assert snap["button"] and snap["button"]["disabled"], f"Stop should be disabled once finished: {snap['button']}"
     assert "Traceback" not in snap["text"], snap["text"]
     page.wait_for_timeout(500)  # let plotly finish its last redraw before the picture

@@ -743,6 +743,15 @@ class WidgetDashboard(Dashboard):
 
     def _render_status(self) -> None:
         st = self.state
+        # The button first: comm messages arrive in order, so a frontend showing the new status badge
+        # already has the matching button state.
+        button = self.stop_button
+        with button.hold_sync():
+            if st.status == "stopping":
+                button.disabled, button.description = True, "Stopping…"
+            else:
+                button.disabled = self.run is None or st.status not in ("queued", "running")
+                button.description = "Stop"
         color = STATUS_COLORS.get(st.status, "#6c757d")
         self.status_badge.value = (
             f'<span style="background:{color};color:white;border-radius:4px;padding:2px 8px;'
@@ -755,13 +764,6 @@ class WidgetDashboard(Dashboard):
         for warning in st.warnings:
             lines.append(f'<div style="color:#8a6d00">⚠ {html.escape(warning)}</div>')
         self.message.value = "".join(lines)
-        button = self.stop_button
-        with button.hold_sync():
-            if st.status == "stopping":
-                button.disabled, button.description = True, "Stopping…"
-            else:
-                button.disabled = self.run is None or st.status not in ("queued", "running")
-                button.description = "Stop"
 
     def _on_stop(self, _button: Any = None) -> None:
         if self.run is None:
