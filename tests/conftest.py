@@ -74,3 +74,16 @@ def demo_rows() -> list[dict]:
     return [json.loads(line) for line in DEMO.read_text().splitlines()]
 
 
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_runs():
+    """A test that leaves a run training would leak it into the next test's queue: stop and wait."""
+    yield
+    from jupyter_ft.training import _LIVE, live_run_ids
+
+    for run_id in list(live_run_ids()):
+        run = _LIVE.get(run_id)
+        if run is not None:
+            run.stop()
+            run.wait(60)

@@ -15,7 +15,7 @@ import pytest
 import jupyter_ft
 from jupyter_ft.config import FineTuneConfig
 from jupyter_ft.store import RunStore
-from jupyter_ft.training import Event, Run, live_run_ids
+from jupyter_ft.training import Event, Run
 from jupyter_ft.widgets import Dashboard, StaticDashboard, WidgetDashboard, dashboard_for
 from test_training import make_config  # noqa: E402 - the shared tiny-run config
 from jupyter_ft.widgets.dashboard import (
@@ -23,17 +23,6 @@ from jupyter_ft.widgets.dashboard import (
     format_duration, progress_text, status_text, summary_text,
 )
 
-
-@pytest.fixture(autouse=True)
-def _no_leftover_runs():
-    yield
-    from jupyter_ft.training import _LIVE
-
-    for run_id in list(live_run_ids()):
-        run = _LIVE.get(run_id)
-        if run is not None:
-            run.stop()
-            run.wait(60)
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import pytest
 
 import jupyter_ft
 from jupyter_ft.store import RunStore, read_jsonl
-from jupyter_ft.training import active_run, live_run_ids
+from jupyter_ft.training import active_run
 
 
 def make_config(model_dir: Path, root: Path, **training) -> dict:
@@ -31,17 +31,6 @@ def make_config(model_dir: Path, root: Path, **training) -> dict:
 def root(tmp_path: Path) -> Path:
     return tmp_path / "runs"
 
-
-@pytest.fixture(autouse=True)
-def _no_leftover_runs():
-    yield
-    for run_id in list(live_run_ids()):
-        from jupyter_ft.training import _LIVE
-
-        run = _LIVE.get(run_id)
-        if run is not None:
-            run.stop()
-            run.wait(60)
 
 
 def test_full_run_in_background_thread(tiny_model_dir: Path, root: Path) -> None:
