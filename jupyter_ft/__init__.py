@@ -11,13 +11,17 @@ from .config import ConfigError, FineTuneConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "FineTuneConfig", "Run", "RunStore", "finetune", "resume", "estimate_memory", "__version__"]
+__all__ = ["ConfigError", "FineTuneConfig", "Run", "RunStore", "Sweep", "compare_runs", "finetune", "resume",
+           "start_sweep", "estimate_memory", "__version__"]
 
 _LAZY = {
     "Run": ("training", "Run"),
     "finetune": ("training", "finetune"),
     "resume": ("training", "resume"),
     "RunStore": ("store", "RunStore"),
+    "Sweep": ("sweep", "Sweep"),
+    "start_sweep": ("sweep", "start_sweep"),
+    "compare_runs": ("compare", "compare_runs"),
     "estimate_memory": ("models", "estimate_memory"),
 }
 
@@ -37,12 +41,23 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext jupyter_ft`` registers ``%%finetune``, ``%ft_runs``, ``%ft_stop``, ... (see ``%ft_help``)."""
+    """``%load_ext jupyter_ft`` registers ``%%finetune``, ``%ft_runs``, ``%ft_stop``, ... (see ``%ft_help``).
+
+    In Google Colab it also enables the custom widget manager and switches the live dashboard to the
+    polling view that Colab needs (``jupyter_ft.widgets.colab``)."""
     from .magics import load_ipython_extension as _load
+    from .widgets.colab import setup_colab
 
     _load(ipython)
+    setup_colab(ipython)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     """The server extension (REST API over the run store for the lab sidebar) lives in ``jupyter_ft.server``."""
     return [{"module": "jupyter_ft.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (built from ``labextension/`` into ``jupyter_ft/labextension``);
+    used by ``jupyter labextension develop``. A pip install ships it under share/jupyter/labextensions."""
+    return [{"src": "labextension", "dest": "jupyter-ft"}]

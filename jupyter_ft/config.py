@@ -35,6 +35,9 @@ QUANT_METHODS = ("4bit-nf4", "8bit", "none")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 COLUMN_ROLES = ("instruction", "input", "output", "messages", "prompt", "completion", "text")
 BUILTIN_MODEL = "smollm2-135m-instruct"
+# "auto" resolves at run time (models.plan_training): paged 8-bit AdamW on CUDA, plain AdamW on a CPU.
+OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit",
+              "adafactor", "sgd")
 
 
 @dataclass(frozen=True)
@@ -65,74 +68,134 @@ class ConfigError(ValueError):
         super().__init__("\n".join(lines))
 
 
+def _doc(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field that carries its meaning in ``metadata["help"]``: docs/configuration.md
+    (``scripts/gen_docs.py``) and the form's tooltips read it, so the meaning lives next to the default."""
+    if isinstance(default, (list, dict)):
+        empty = type(default)
+        return field(default_factory=lambda: empty(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass
 class ModelConfig:
     """Which pretrained model to start from."""
 
-    name: str = BUILTIN_MODEL
-    revision: str | None = None
-    trust_remote_code: bool = False
+    name: str = _doc(
+        BUILTIN_MODEL, "The pretrained model: a hub id (``Qwen/Qwen2.5-1.5B-Instruct``), a local directory saved with "
+        "``save_pretrained``, a ``.gguf`` file, or the built-in offline ``smollm2-135m-instruct``.")
+    revision: str | None = _doc(
+        None, "A hub branch, tag or commit to pin the model to; ``null`` takes the default branch.")
+    trust_remote_code: bool = _doc(
+        False, "Allow the model repository's own Python code to run (some architectures need it). Only for "
+        "repositories you trust.")
 
 
 @dataclass
 class DataConfig:
     """Where the examples come from and how they become token sequences."""
 
-    source: Any = "demo:support_tickets"
-    format: str = "auto"
-    columns: dict[str, str] = field(default_factory=dict)
-    eval_split: float = 0.1
-    max_length: int = 512
-    packing: bool = False
-    completion_only_loss: bool = True
-    system_prompt: str | None = None
-    eval_source: Any = None
+    source: Any = _doc(
+        "demo:support_tickets", "The training examples: a ``.jsonl``/``.json``/``.csv``/``.parquet`` file, a "
+        "``datasets`` directory, "
+        "a notebook variable (``$df``: a DataFrame, a list of dicts, a Dataset), or the bundled "
+        "``demo:support_tickets``.")
+    format: str = _doc(
+        "auto", "Row layout: ``alpaca`` (instruction/input/output), ``chat`` (messages), ``prompt_completion``, "
+        "``text``; ``auto`` detects it from the columns.")
+    columns: dict[str, str] = _doc(
+        {}, "Map roles to your column names, e.g. ``{prompt: question, completion: answer}``; roles: instruction, "
+        "input, output, messages, prompt, completion, text.")
+    eval_split: float = _doc(
+        0.1, "Fraction of the rows held out for evaluation (eval loss, probes, ``%ft_eval``); 0 trains on "
+        "everything and skips evaluation.")
+    max_length: int = _doc(
+        512, "Tokens per example after the chat template; longer examples are truncated (the dry run counts them). "
+        "The main memory knob with ``training.batch_size``.")
+    packing: bool = _doc(
+        False, "Concatenate examples into one padding-free row per batch (position ids restart per example, "
+        "attention never crosses examples): faster on many short examples.")
+    completion_only_loss: bool = _doc(True, "Train only on the answer: prompt tokens are masked out of the loss.")
+    system_prompt: str | None = _doc(
+        None, "A system message put in front of every example (when the chat template supports one).")
+    eval_source: Any = _doc(
+        None, "A separate evaluation set (same kinds as ``source``); when set, ``eval_split`` is not used.")
 
 
 @dataclass
 class LoraSettings:
     """LoRA adapter shape; ``target_modules='all-linear'`` follows the QLoRA paper."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: Any = "all-linear"
+    r: int = _doc(16, "LoRA rank: the adapter's capacity. 8-64 is typical; higher learns more and forgets more.")
+    alpha: int = _doc(32, "LoRA scaling numerator (the update is scaled by alpha / r); usually 2 x r.")
+    dropout: float = _doc(0.05, "Dropout on the adapter's input during training.")
+    target_modules: Any = _doc(
+        "all-linear", "Which layers get an adapter: ``all-linear`` (the QLoRA paper's choice) or a list of module "
+        "names "
+        "such as ``[q_proj, v_proj]``.")
 
 
 @dataclass
 class QuantizationConfig:
     """How the frozen base weights are stored while the adapter trains."""
 
-    method: str = "4bit-nf4"
-    double_quant: bool = True
+    method: str = _doc(
+        "4bit-nf4", "How the frozen base weights are stored: ``4bit-nf4`` (QLoRA), ``8bit`` or ``none`` (the compute "
+        "dtype). ``quantization: none`` is a shorthand.")
+    double_quant: bool = _doc(
+        True, "Also quantize the 4-bit quantization constants (QLoRA's double quantization): about 0.4 bits per "
+        "weight saved.")
 
 
 @dataclass
 class TrainingConfig:
     """Optimiser and schedule. ``max_steps`` wins over ``epochs`` when set."""
 
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup: float = 0.05
-    scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    eval_every: int = 50
-    save_every: int = 100
-    logging_every: int = 5
-    gradient_checkpointing: bool = False
+    learning_rate: float = _doc(
+        2e-4, "Peak learning rate of the adapter. LoRA trains well between 1e-5 and 1e-3; too high overfits and "
+        "forgets quickly.")
+    epochs: float = _doc(1.0, "Passes over the training split (fractions allowed); ignored when ``max_steps`` is set.")
+    max_steps: int | None = _doc(
+        None, "Stop after this many optimizer steps (wins over ``epochs``); ``null`` trains for ``epochs``.")
+    batch_size: int = _doc(
+        8, "Examples per device per forward pass (also for evaluation). Lower it first when you run out of "
+        "memory.")
+    grad_accum: int = _doc(
+        1, "Forward passes per optimizer step: the effective batch is ``batch_size x grad_accum``. Raise it when "
+        "you lower ``batch_size``.")
+    warmup: float = _doc(0.05, "Learning-rate warm-up: a ratio of the total steps (< 1) or a whole number of steps.")
+    scheduler: str = _doc(
+        "cosine", "Learning-rate schedule after warm-up: linear, cosine, constant, constant_with_warmup, "
+        "cosine_with_restarts, polynomial.")
+    weight_decay: float = _doc(0.0, "AdamW weight decay on the adapter weights.")
+    max_grad_norm: float = _doc(1.0, "Gradient clipping threshold (global L2 norm); 0 turns clipping off.")
+    seed: int = _doc(42, "Seed for the adapter's initialisation, data order and the train/eval split.")
+    eval_every: int = _doc(
+        50, "Evaluate (eval loss and probes) every N optimizer steps; the last step is always evaluated.")
+    save_every: int = _doc(100, "Save a resumable checkpoint every N optimizer steps (Stop also saves one).")
+    logging_every: int = _doc(
+        5, "Log loss, learning rate and tokens/s every N optimizer steps (the dashboard's resolution).")
+    gradient_checkpointing: bool | str = _doc(
+        "auto", "Recompute activations in the backward pass instead of storing them: much less memory, ~30% slower. "
+        "``auto``: on for CUDA; on a CPU off (speed matters more there) unless the memory estimate does not fit "
+        "in what is free (a 2 GB Binder pod).",
+        choices=("auto", True, False))
+    optimizer: str = _doc(
+        "auto", "The optimizer (a transformers ``optim`` name). ``auto``: ``paged_adamw_8bit`` on CUDA (8-bit state, "
+        "paged to CPU memory under pressure: QLoRA's choice), ``adamw_torch`` on a CPU.", choices=OPTIMIZERS)
+    # Experiment trackers the Trainer reports to itself (its own integrations): mlflow, tensorboard, trackio.
+    report_to: list[str] = _doc(
+        [], "Experiment trackers the Trainer reports to with its own integrations: mlflow, tensorboard, trackio "
+        "(each needs its package installed); empty: none.")
 
 
 @dataclass
 class OutputConfig:
     """Where the run directory goes; ``name`` is a label, the run id stays unique."""
 
-    root: str = "ft_runs"
-    name: str | None = None
+    root: str = _doc(
+        "ft_runs", "Directory that holds the run directories (relative to the notebook's working directory).")
+    name: str | None = _doc(None, "A label for the run (``%%finetune --name``); the run id stays unique.")
 
 
 @dataclass
@@ -148,20 +211,33 @@ class ProbesConfig:
     ``severe`` when the per-token KL from the base or the drop in answer log-likelihood passes a threshold.
     """
 
-    overfitting: bool = True
-    patience: int = 2
-    rise_threshold: float = 0.1
-    gap_ratio: float = 1.5
-    early_stop: bool = False
-    forgetting: bool = True
-    forgetting_items: int = 32
-    forgetting_every: int = 1
-    kl_prompts: int = 8
-    kl_mild: float = 0.1
-    kl_severe: float = 0.5
-    loglik_mild: float = 0.25
-    loglik_severe: float = 1.0
-    probe_file: str | None = None
+    overfitting: bool = _doc(
+        True, "Watch eval vs train loss at every evaluation and flag suspected overfitting or overfitting.")
+    patience: int = _doc(
+        2, "Evaluations in a row with a rising eval loss (while train loss falls) before overfitting is "
+        "suspected.")
+    rise_threshold: float = _doc(
+        0.1, "Relative rise of the eval loss above its best that counts as overfitting (0.1 = 10%).")
+    gap_ratio: float = _doc(1.5, "Eval loss / train loss above which the run counts as overfitting.")
+    early_stop: bool = _doc(
+        False, "Stop when overfitting is detected and restore the best checkpoint (needs an eval split).")
+    forgetting: bool = _doc(
+        True, "Measure catastrophic forgetting on general-knowledge items and prompts, base (adapter off) vs tuned.")
+    forgetting_items: int = _doc(
+        16, "General-knowledge items scored per forgetting measurement (a bounded subset keeps the probes under "
+        "~10% of training time; raise it for a finer accuracy).")
+    forgetting_every: int = _doc(
+        2, "Measure forgetting every N evaluations (and always at the start and the last one): with the default "
+        "sizes the probes then stay near 10% of training time on the demo.")
+    kl_prompts: int = _doc(
+        6, "General prompts used for the per-token KL divergence from the base model; 0 skips the KL.")
+    kl_mild: float = _doc(0.1, "KL from the base (nats/token) above which forgetting is ``mild``.")
+    kl_severe: float = _doc(0.5, "KL from the base (nats/token) above which forgetting is ``severe``.")
+    loglik_mild: float = _doc(0.25, "Drop in answer log-likelihood (nats/token) above which forgetting is ``mild``.")
+    loglik_severe: float = _doc(1.0, "Drop in answer log-likelihood (nats/token) above which forgetting is ``severe``.")
+    probe_file: str | None = _doc(
+        None, "Your own forgetting-probe items: a ``.jsonl`` file with one prompt/answer object per line, scored "
+        "first, ahead of the bundled set.")
 
 
 SECTIONS: dict[str, type] = {
@@ -337,7 +413,13 @@ class FineTuneConfig:
         _check_int(p, "training.seed", t.seed, lo=0)
         for name in ("eval_every", "save_every", "logging_every"):
             _check_int(p, f"training.{name}", getattr(t, name), lo=1, hint="A number of optimizer steps")
-        _check_bool(p, "training.gradient_checkpointing", t.gradient_checkpointing)
+        if t.gradient_checkpointing != "auto":
+            _check_bool(p, "training.gradient_checkpointing", t.gradient_checkpointing)
+        if t.optimizer not in OPTIMIZERS:
+            p.append(_choice("training.optimizer", t.optimizer, OPTIMIZERS))
+        from .tracking import report_to_problems  # light: no transformers, only importlib.util.find_spec
+
+        p += report_to_problems(t.report_to)
 
         _check_str(p, "output.root", o.root, nonempty=True)
         if o.name is not None:

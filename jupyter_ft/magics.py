@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 import yaml
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import HTML, display
+from IPython.display import display
 
 from .config import ConfigError, FineTuneConfig, Problem
 
@@ -68,12 +67,15 @@ def locate(text: str, path: str) -> int | None:
     except yaml.YAMLError:
         return None
     line = None
-    for part in path.split("."):
-        if not isinstance(node, yaml.MappingNode):
-            break
-        for key, value in node.value:
-            if key.value == part:
-                line, node = key.start_mark.line + 1, value
+    parts = path.split(".")
+    i = 0
+    while i < len(parts) and isinstance(node, yaml.MappingNode):
+        # the longest dotted key first: a sweep names fields as `training.learning_rate: [...]`
+        for j in range(len(parts), i, -1):
+            want = ".".join(parts[i:j])
+            found = next(((k, v) for k, v in node.value if k.value == want), None)
+            if found is not None:
+                line, node, i = found[0].start_mark.line + 1, found[1], j
                 break
         else:
             break
@@ -88,6 +90,11 @@ def _format_problems(problems: list[Problem], text: str) -> str:
     return "\n".join(lines)
 
 
+def _has_sweep(body: str) -> bool:
+    """Whether the body has a top-level ``sweep:`` key (checked on the text, before variables expand)."""
+    return re.search(r"^sweep\s*:", body, flags=re.MULTILINE) is not None
+
+
 def _is_data_object(value: Any) -> bool:
     return isinstance(value, list) or type(value).__name__ in ("DataFrame", "Dataset", "DatasetDict")
 
@@ -100,10 +107,32 @@ class FineTuneMagics(Magics):
         super().__init__(shell)
         self.runs: dict[str, Any] = {}
         self.last_run: Any = None
+        self.sweeps: dict[str, Any] = {}
+        self.last_sweep: Any = None
 
     # ------------------------------------------------------------ config
     def parse_config(self, body: str, name: str | None = None) -> FineTuneConfig:
         """The cell body as a validated config; problems raise ``UsageError`` naming line and field."""
+        data, text = self._parse_body(body, name)
+        if "sweep" in data:
+            raise UsageError("this cell has a sweep: key; it launches several runs (run it as a %%finetune cell, "
+                             "or use jupyter_ft.start_sweep())")
+        try:
+            return FineTuneConfig.from_dict(data)
+        except ConfigError as exc:
+            raise UsageError(_format_problems(exc.problems, text)) from None
+
+    def parse_sweep(self, body: str, name: str | None = None) -> Any:
+        """A body with a ``sweep:`` key as a :class:`~jupyter_ft.sweep.SweepPlan` (every run validated)."""
+        from .sweep import plan_sweep
+
+        data, text = self._parse_body(body, name)
+        try:
+            return plan_sweep(data, name=name)
+        except ConfigError as exc:
+            raise UsageError(_format_problems(exc.problems, text)) from None
+
+    def _parse_body(self, body: str, name: str | None = None) -> tuple[dict[str, Any], str]:
         text, objects = expand_variables(body, self.shell.user_ns)
         try:
             data = yaml.load(text, Loader=_loader()) if text.strip() else {}
@@ -126,10 +155,7 @@ class FineTuneMagics(Magics):
             data.setdefault("output", {})
             if isinstance(data["output"], dict):
                 data["output"]["name"] = name
-        try:
-            return FineTuneConfig.from_dict(data)
-        except ConfigError as exc:
-            raise UsageError(_format_problems(exc.problems, text)) from None
+        return data, text
 
     def resolve_run(self, ref: str | None) -> Any:
         """A ``Run`` of this kernel by id/name, the last one by default; past runs come from the store."""
@@ -139,6 +165,9 @@ class FineTuneMagics(Magics):
         if not ref:
             if self.last_run is None:
                 raise UsageError("no run launched in this kernel yet; give a run id (see %ft_runs)")
+            sweep = self.last_sweep
+            if sweep is not None and self.last_run in sweep.runs and not sweep.done:
+                return sweep.current or self.last_run  # the sweep's run training now, not its last queued one
             return self.last_run
         for run in reversed(list(self.runs.values())):
             if ref in (run.id, run.name):
@@ -179,6 +208,8 @@ class FineTuneMagics(Magics):
         config field.
         """
         args = parse_argstring(self.finetune, line)
+        if _has_sweep(cell):
+            return self._sweep(cell, args)
         config = self.parse_config(cell, args.name)
         if args.form:
             return self._show_form(config)
@@ -212,6 +243,47 @@ class FineTuneMagics(Magics):
                 dashboard.finish()
         return None if dashboard is not None else run
 
+    def _sweep(self, cell: str, args: Any) -> Any:
+        """A body with ``sweep:``: list the runs (``--dry-run``) or queue them all with one dashboard."""
+        plan = self.parse_sweep(cell, args.name)
+        if args.form:
+            raise UsageError("--form edits one run's config; remove the sweep: key to open the form")
+        if args.dry_run:
+            plan.estimate()
+            display(plan)
+            return None
+        from .sweep import Sweep
+
+        sweep = Sweep(plan).start()
+        self.sweeps[sweep.id] = sweep
+        self.last_sweep = sweep
+        for run in sweep.runs:
+            self.runs[run.id] = run
+        self.last_run = sweep.runs[-1]
+        if args.out:
+            self.shell.user_ns[args.out] = sweep
+        self.shell.user_ns["_"] = sweep
+        dashboard = None
+        try:
+            from .widgets.sweep_dashboard import sweep_dashboard_for
+
+            dashboard = sweep_dashboard_for(sweep)
+            dashboard.display()
+        except ImportError:
+            pass
+        if args.wait:
+            try:
+                if dashboard is not None:
+                    dashboard.wait()
+                else:
+                    sweep.wait()
+            except KeyboardInterrupt:
+                sweep.stop(cancel_rest=True)
+                sweep.wait()
+                if dashboard is not None:
+                    dashboard.finish()
+        return None
+
     def _dashboard(self, run: Any) -> Any:
         try:
             from .widgets import dashboard_for
@@ -236,10 +308,18 @@ class FineTuneMagics(Magics):
 
     @magic_arguments()
     @argument("run", nargs="?", default=None, help="run id or name (default: the last run)")
+    @argument("--sweep", action="store_true",
+              help="stop the last sweep: its current run, and cancel the runs still queued")
     @line_magic
     def ft_stop(self, line: str) -> Any:
         """Stop a run after its current optimizer step (it saves a checkpoint and the adapter)."""
         args = parse_argstring(self.ft_stop, line)
+        if args.sweep:
+            if self.last_sweep is None:
+                raise UsageError("no sweep launched in this kernel")
+            self.last_sweep.stop(cancel_rest=True)
+            print(f"stopping sweep {self.last_sweep.id}: the current run after its step; the queued runs are cancelled")
+            return None
         run = self.resolve_run(args.run)
         if not hasattr(run, "stop"):
             raise UsageError(f"run {run.record.id} is not training in this kernel (status: {run.record.status})")
@@ -277,16 +357,148 @@ class FineTuneMagics(Magics):
     @magic_arguments()
     @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
     @argument("--status", default=None, help="only runs with this status")
+    @argument("--name", default=None, help="only runs whose name or id contains this text")
+    @argument("--tag", default=None, help="only runs with this tag (see %%ft_tag)")
+    @argument("--sweep", default=None, help="only the runs of this sweep (id or its start)")
     @line_magic
     def ft_runs(self, line: str) -> Any:
-        """Table of runs: name, status, started, steps, best eval loss, key hyperparameters."""
+        """Table of runs: name, status, started, steps, best eval loss, key hyperparameters, sweep, tags, notes."""
         args = parse_argstring(self.ft_runs, line)
-        from .store import RunStore
+        from .store import STATUSES, RunStore
 
-        root = args.root or (self.last_run.config.output.root if self.last_run is not None else "ft_runs")
-        records = [r for r in RunStore(root).list() if not args.status or r.status == args.status]
+        if args.status and args.status not in STATUSES:
+            raise UsageError(f"--status {args.status}: choose one of {', '.join(STATUSES)}")
+        records = RunStore(self._root(args.root)).select(status=args.status, name=_unquote(args.name),
+                                                         tag=_unquote(args.tag), sweep=_unquote(args.sweep))
         table = RunTable(records)
         display(table)
+        return None
+
+    def _root(self, root: str | None) -> str:
+        if root:
+            return _unquote(root) or "ft_runs"
+        return self.last_run.config.output.root if self.last_run is not None else "ft_runs"
+
+    @magic_arguments()
+    @argument("run", help="run id or name")
+    @argument("--yes", "-y", action="store_true", help="delete without asking")
+    @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
+    @line_magic
+    def ft_rm(self, line: str) -> Any:
+        """Delete a run's directory (checkpoints, adapter, logs). Asks first unless --yes; refuses a live run and
+        anything that is not a run directory directly under the run root."""
+        from .store import RunStore
+
+        args = parse_argstring(self.ft_rm, line)
+        store = RunStore(self._root(args.root))
+        ref = _unquote(args.run)
+        try:
+            record = store.open(ref).record
+        except KeyError:
+            named = [r for r in store.list() if r.name == ref]
+            if len(named) != 1:
+                what = "several runs are" if named else "no run is"
+                raise UsageError(f"{what} named '{ref}' under {store.root}; give the run id (see %ft_runs)") from None
+            record = named[0]
+        if not args.yes:
+            answer = input(f"delete run {record.id} ({record.name}, {record.status}) at {store.path_of(record.id)}? "
+                           "[y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return None
+        try:
+            path = store.delete(record.id)
+        except (KeyError, RuntimeError) as exc:
+            raise UsageError(str(exc).strip("'\"")) from None
+        self.runs.pop(record.id, None)
+        print(f"deleted {path}")
+        return None
+
+    @magic_arguments()
+    @argument("run", help="run id or name")
+    @argument("tags", nargs="+", help="tags to add (words without spaces)")
+    @argument("--remove", "-r", action="store_true", help="remove these tags instead")
+    @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
+    @line_magic
+    def ft_tag(self, line: str) -> Any:
+        """Tag a run (``%ft_tag RUN baseline lr-too-high``); filter with ``%ft_runs --tag``."""
+        from .store import RunStore
+
+        args = parse_argstring(self.ft_tag, line)
+        store = RunStore(self._root(args.root))
+        run_id = self._run_id(store, args.run)
+        try:
+            tags = store.tag(run_id, *[_unquote(t) for t in args.tags], remove=args.remove)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"{run_id}: tags {', '.join(tags) or '(none)'}")
+        return None
+
+    @magic_arguments()
+    @argument("run", help="run id or name")
+    @argument("text", nargs="*", help="the note (quotes optional); empty clears it")
+    @argument("--append", "-a", action="store_true", help="add a line to the notes instead of replacing them")
+    @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
+    @line_magic
+    def ft_note(self, line: str) -> Any:
+        """Attach a free-text note to a run (kept in run.json, shown by %ft_runs)."""
+        from .store import RunStore
+
+        args = parse_argstring(self.ft_note, line)
+        store = RunStore(self._root(args.root))
+        run_id = self._run_id(store, args.run)
+        notes = store.note(run_id, _unquote(" ".join(args.text)) or "", append=args.append)
+        print(f"{run_id}: note {notes!r}" if notes else f"{run_id}: note cleared")
+        return None
+
+    def _run_id(self, store: Any, ref: str) -> str:
+        ref = _unquote(ref) or ""
+        try:
+            return store.open(ref).record.id
+        except KeyError:
+            named = [r for r in store.list() if r.name == ref]
+            if not named:
+                raise UsageError(f"no run '{ref}' under {store.root}; see %ft_runs") from None
+            return named[0].id
+
+    @magic_arguments()
+    @argument("runs", nargs="*", help="run ids or names")
+    @argument("--sweep", nargs="?", const="last", default=None,
+              help="the runs of this sweep (id or its start; no value: the newest sweep)")
+    @argument("--last", type=int, default=None, help="the last N runs")
+    @argument("--metric", default="best_eval_loss",
+              help="rank by this: best_eval_loss (default), final_eval_loss, final_train_loss, mean_tokens_per_s, "
+                   "or an %%ft_eval metric as eval.NAME (eval.rouge)")
+    @argument("--x", default="step", choices=("step", "tokens"), help="x axis of the curves")
+    @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
+    @argument("--out", "-o", default=None, help="bind the Comparison to this variable")
+    @line_magic
+    def ft_compare(self, line: str) -> Any:
+        """Runs side by side: the config fields that differ, final/best metrics, probe verdicts, overlaid loss
+        curves; ranked by --metric with the best marked. Reads the run store only (works after a restart).
+
+        Examples::
+
+            %ft_compare --sweep                      # the newest sweep
+            %ft_compare RUN_A RUN_B --x tokens
+            %ft_compare --last 3 --metric final_eval_loss
+        """
+        from .compare import compare_runs, select_runs
+        from .widgets.dashboard import figure_bundle
+
+        args = parse_argstring(self.ft_compare, line)
+        root = self._root(args.root)
+        try:
+            runs = select_runs(root, [_unquote(r) or "" for r in args.runs], sweep=_unquote(args.sweep),
+                               last=args.last)
+            comparison = compare_runs(runs, metric=args.metric, x=args.x)
+        except (KeyError, ValueError) as exc:
+            raise UsageError(str(exc).strip("'\"")) from None
+        display({"text/plain": comparison.text(), "text/html": comparison.to_html()}, raw=True)
+        display(figure_bundle(comparison.figure(), "<jupyter-ft comparison figure>"), raw=True)
+        if args.out:
+            self.shell.user_ns[args.out] = comparison
+        self.shell.user_ns["_"] = comparison
         return None
 
     # ------------------------------------------------------------ evaluation, chat, export
@@ -480,8 +692,8 @@ class FineTuneMagics(Magics):
 class RunTable:
     """``%ft_runs`` output: HTML in a notebook, aligned text elsewhere."""
 
-    COLUMNS = ("id", "name", "status", "started", "steps", "best eval", "lr", "r", "batch", "overfitting",
-               "forgetting")
+    COLUMNS = ("id", "name", "status", "started", "steps", "best eval", "lr", "r", "batch", "sweep", "tags",
+               "notes", "overfitting", "forgetting")
 
     def __init__(self, records: list[Any]) -> None:
         self.rows = [self._row(r) for r in records]
@@ -495,6 +707,8 @@ class RunTable:
         return (r.id, r.name, r.status, (r.started_at or r.created_at or "")[:19].replace("T", " "),
                 f"{s.get('global_step', '')}", f"{best:.4f}" if isinstance(best, float) else "",
                 f"{t.get('learning_rate', '')}", f"{lora.get('r', '')}", f"{t.get('batch_size', '')}",
+                _sweep_cell(getattr(r, "sweep", None)), " ".join(getattr(r, "tags", None) or []),
+                _short(getattr(r, "notes", "") or ""),
                 str((s.get("probes") or {}).get("overfitting") or ""), str((s.get("probes") or {}).get("forgetting") or ""))
 
     def __repr__(self) -> str:
@@ -512,6 +726,21 @@ class RunTable:
         head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _sweep_cell(sweep: Any) -> str:
+    if not isinstance(sweep, dict) or not sweep.get("id"):
+        return ""
+    return f"{sweep['id']} {int(sweep.get('index', 0)) + 1}/{sweep.get('total', '?')}"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    line = text.strip().replace("\n", " / ")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _unquote(value: str | None) -> str | None:
+    return value.strip().strip("'\"") if isinstance(value, str) else value
 
 
 def status_line(run: Any) -> str:
@@ -547,16 +776,27 @@ def help_text() -> str:
         "jupyter-ft magics",
         "  %%finetune [--name N] [--wait] [--dry-run] [--form] [--out VAR]   train with the YAML body as config",
         "  %ft_form                      the hyperparameter form",
-        "  %ft_runs [--status S]         table of runs",
+        "  %ft_runs [--status S] [--name TEXT] [--tag T] [--sweep ID]   table of runs (with sweep, tags, notes)",
+        "  %ft_compare RUN RUN ... | --sweep [ID] | --last N [--metric NAME] [--x step|tokens]",
+        "                                runs side by side: differing config, metrics, verdicts, overlaid curves",
+        "  %ft_tag RUN TAG ... [--remove]   label a run;  %ft_note RUN TEXT [--append]   a note on a run",
+        "  %ft_rm RUN [--yes]            delete a run's directory (asks first; never a live run)",
         "  %ft_status [RUN]              one line on a run",
         "  %ft_show [RUN]                the dashboard of a run (also after a kernel restart)",
-        "  %ft_stop [RUN]                stop after the current step (checkpoint + adapter saved)",
+        "  %ft_stop [RUN] [--sweep]      stop after the current step (checkpoint + adapter saved);",
+        "                                --sweep: the last sweep's current run, and cancel its queued runs",
         "  %ft_eval [RUN] [--data PATH|VAR] [--n N] [--metrics rouge,bleu,exact_match,accuracy,perplexity]",
         "           [--max-new-tokens K] [--temperature T] [--seed S] [--prompts VAR] [--interactive]",
         "                                base vs tuned: metrics, answers side by side (samples.jsonl, eval.json)",
         "  %ft_chat [RUN] [--prompt P]   type a prompt, see base and tuned answers side by side",
         "  %ft_export RUN --out DIR [--merge] [--force]   the adapter, or the merged model, with a model card",
         "  %ft_help                      this reference",
+        "",
+        "Sweeps: a 'sweep:' key in a %%finetune body trains one run per combination, one after another:",
+        "  sweep: {training.learning_rate: [1e-4, 3e-4], lora.r: [8, 16]}           # grid: 4 runs",
+        "  sweep: {method: random, n: 6, seed: 0, params: {training.learning_rate: {log_uniform: [1e-5, 1e-3]},",
+        "          lora.r: [8, 16, 32]}}                                            # random: 6 runs",
+        "  (also uniform: [lo, hi] and int_uniform: [lo, hi]); --dry-run lists the runs and memory estimates.",
         "",
         "Config fields (section.field: default):",
     ]

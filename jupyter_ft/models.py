@@ -42,6 +42,10 @@ class ModelResolutionError(RuntimeError):
     """The model name could not be turned into weights on this machine; the message says what to do."""
 
 
+class InsufficientMemory(RuntimeError):
+    """The memory estimate is clearly past what the device has free; the message says what to lower."""
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     """Where the weights of a model name live, and how they were found."""
@@ -217,17 +221,76 @@ def cpu_bf16_is_fast(size: int = 512, repeats: int = 3) -> bool:
         return False
 
 
+def cuda_bf16_is_native() -> bool:
+    """bf16 in hardware: Ampere (compute capability 8.0) or newer. ``torch.cuda.is_bf16_supported()`` alone
+    also answers True on a T4 (7.5), where bf16 is emulated and far slower than fp16."""
+    import torch
+
+    major, _minor = torch.cuda.get_device_capability()
+    return major >= 8 and bool(torch.cuda.is_bf16_supported())
+
+
 def select_compute_dtype(device: str) -> "torch.dtype":
-    """bf16 on GPUs that support it, else fp16; fp32 on CPU unless bf16 is measurably faster here.
-    ``JUPYTER_FT_DTYPE`` (float32/bfloat16/float16) overrides the choice."""
+    """bf16 on GPUs that have it natively (A100, L4, H100), else fp16 (T4, V100); fp32 on CPU unless bf16 is
+    measurably faster here. ``JUPYTER_FT_DTYPE`` (float32/bfloat16/float16) overrides the choice."""
     import torch
 
     forced = os.environ.get("JUPYTER_FT_DTYPE")
     if forced:
         return getattr(torch, forced)
     if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_bf16_is_native() else torch.float16
     return torch.bfloat16 if cpu_bf16_is_fast() else torch.float32
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The hardware-dependent choices of a run, resolved from the config's ``auto`` values.
+
+    On CUDA: QLoRA's recipe (NF4 + double quantization from the config defaults, bf16 or fp16 compute,
+    paged 8-bit AdamW, gradient checkpointing). On a CPU: plain AdamW and no checkpointing, which measured
+    fastest there (see the benchmark); memory is rarely the limit on a CPU, speed is.
+    """
+
+    device: str
+    compute_dtype: str  # "bfloat16" | "float16" | "float32"
+    optimizer: str  # a transformers ``optim`` name
+    gradient_checkpointing: bool
+
+    @property
+    def bf16(self) -> bool:
+        """The Trainer's mixed-precision flag (GPU only: on a CPU the model is loaded in its dtype)."""
+        return self.device != "cpu" and self.compute_dtype == "bfloat16"
+
+    @property
+    def fp16(self) -> bool:
+        return self.device != "cpu" and self.compute_dtype == "float16"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "bf16": self.bf16, "fp16": self.fp16}
+
+
+def resolve_optimizer(config: FineTuneConfig, device: str) -> str:
+    opt = getattr(config.training, "optimizer", "auto")
+    if opt != "auto":
+        return opt
+    return "paged_adamw_8bit" if device == "cuda" else "adamw_torch"
+
+
+def resolve_gradient_checkpointing(config: FineTuneConfig, device: str) -> bool:
+    gc = config.training.gradient_checkpointing
+    if gc == "auto":
+        return device == "cuda"
+    return bool(gc)
+
+
+def plan_training(config: FineTuneConfig, device: str | None = None) -> TrainingPlan:
+    """Resolve ``training.optimizer`` / ``training.gradient_checkpointing`` (``auto``) and the compute dtype
+    for ``device`` (default: CUDA when available)."""
+    device = device or select_device()
+    dtype = select_compute_dtype(device)
+    return TrainingPlan(device, str(dtype).removeprefix("torch."), resolve_optimizer(config, device),
+                        resolve_gradient_checkpointing(config, device))
 
 
 # --------------------------------------------------------------------------- loading
@@ -283,15 +346,23 @@ def load_base_model(config: FineTuneConfig, resolved: ResolvedModel, device: str
     return model
 
 
-def apply_lora(model: Any, config: FineTuneConfig) -> Any:
-    """Wrap with a fresh LoRA adapter; k-bit models get peft's preparation (fp32 norms, input grads)."""
+def apply_lora(model: Any, config: FineTuneConfig, device: str | None = None,
+               gradient_checkpointing: bool | None = None) -> Any:
+    """Wrap with a fresh LoRA adapter; k-bit models get peft's preparation (fp32 norms, input grads).
+    ``gradient_checkpointing`` is the resolved choice (``estimate_memory(...).plan``); by default
+    ``training.gradient_checkpointing`` is resolved for ``device`` (default: where the model is)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    gc_on = config.training.gradient_checkpointing
+    if device is None:
+        device = next((p.device.type for p in model.parameters()), "cpu")
+    gc_on = resolve_gradient_checkpointing(config, device) if gradient_checkpointing is None else gradient_checkpointing
+    # Non-reentrant checkpointing works with frozen (quantized) inputs and is what torch recommends.
+    gc_kwargs = {"use_reentrant": False}
     if config.quantization.method != "none":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc_on)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc_on,
+                                                gradient_checkpointing_kwargs=gc_kwargs)
     elif gc_on:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
         model.enable_input_require_grads()
     lora = LoraConfig(
         r=config.lora.r,
@@ -314,6 +385,13 @@ class MemoryEstimate:
     activations: int
     available: int | None
     device: str
+    device_total: int | None = None  # the card's whole memory (CUDA), for the message
+    plan: dict[str, Any] | None = None  # TrainingPlan.to_dict(): optimizer, checkpointing, dtype assumed
+
+    # The estimate is rough (about ±30%): "tight" warns, "too_big" (past the error margin) stops a CUDA
+    # run before it loads weights, since an out-of-memory error 10 minutes in costs more than a clear no.
+    TIGHT = 0.9
+    TOO_BIG = 1.3
 
     @property
     def total(self) -> int:
@@ -323,15 +401,47 @@ class MemoryEstimate:
     def fits(self) -> bool:
         return self.available is None or self.total <= self.available
 
+    @property
+    def verdict(self) -> str:
+        """``fits`` | ``tight`` (within the estimate's error of what is free) | ``too_big`` | ``unknown``."""
+        if self.available is None:
+            return "unknown"
+        if self.total > self.TOO_BIG * self.available:
+            return "too_big"
+        if self.total > self.TIGHT * self.available:
+            return "tight"
+        return "fits"
+
+    def advice(self, config: FineTuneConfig | None = None) -> str:
+        """What to change, in the order that saves the most memory for the least harm."""
+        steps = []
+        gc_on = bool((self.plan or {}).get("gradient_checkpointing"))
+        if config is not None:
+            t, d = config.training, config.data
+            steps.append(f"lower training.batch_size (now {t.batch_size}; raise training.grad_accum to keep the "
+                         f"effective batch)")
+            steps.append(f"shorten data.max_length (now {d.max_length})")
+        else:
+            steps += ["lower training.batch_size", "shorten data.max_length"]
+        if not gc_on:
+            steps.append("set training.gradient_checkpointing: true")
+        if config is not None and config.quantization.method != "4bit-nf4":
+            steps.append("use quantization: 4bit-nf4")
+        steps.append("or pick a smaller model")
+        return "; ".join(steps)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["total"] = self.total
         d["fits"] = self.fits
+        d["verdict"] = self.verdict
         return d
 
     def __str__(self) -> str:
         gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
         avail = gib(self.available) if self.available is not None else "unknown"
+        if self.device_total is not None and self.available is not None:
+            avail += f" free of {gib(self.device_total)}"
         return (
             f"weights {gib(self.weights)} + LoRA {gib(self.lora)} + optimizer {gib(self.optimizer)} + "
             f"activations {gib(self.activations)} = {gib(self.total)} (available on {self.device}: {avail})"
@@ -344,20 +454,52 @@ def _model_config(resolved: ResolvedModel, trust_remote_code: bool) -> Any:
     return AutoConfig.from_pretrained(resolved.path, revision=resolved.revision, trust_remote_code=trust_remote_code)
 
 
-def available_memory(device: str) -> int | None:
+def device_memory(device: str) -> tuple[int | None, int | None]:
+    """(free, total) bytes: the card's, from ``torch.cuda.mem_get_info`` (what other processes and this one
+    already hold is not free), or the machine's available RAM on a CPU."""
     if device == "cuda":
         import torch
 
-        free, _total = torch.cuda.mem_get_info()
-        return int(free)
+        free, total = torch.cuda.mem_get_info()
+        return int(free), int(total)
+    return available_memory(device), None
+
+
+def cgroup_memory_left() -> int | None:
+    """Bytes this container may still allocate (cgroup v2 or v1 limit minus usage), or None without a limit.
+    /proc/meminfo shows the host's memory, so a 2 GB Binder pod would otherwise look like a 100 GB machine."""
+    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_path) as fh:
+                limit = fh.read().strip()
+            with open(usage_path) as fh:
+                usage = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:
+            return None
+        return max(0, int(limit) - usage)
+    return None
+
+
+def available_memory(device: str) -> int | None:
+    if device == "cuda":
+        return device_memory(device)[0]
+    available = None
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    return None
+    left = cgroup_memory_left()
+    if left is not None:
+        available = left if available is None else min(available, left)
+    return available
 
 
 def estimate_memory(
@@ -374,7 +516,8 @@ def estimate_memory(
 
     resolved = resolved or resolve_model(config.model.name, config.model.revision)
     device = device or select_device()
-    dtype = select_compute_dtype(device)
+    plan = plan_training(config, device)
+    dtype = getattr(torch, plan.compute_dtype)
     mconf = _model_config(resolved, config.model.trust_remote_code)
     with init_empty_weights():
         meta = AutoModelForCausalLM.from_config(mconf, trust_remote_code=config.model.trust_remote_code)
@@ -406,17 +549,29 @@ def estimate_memory(
     bytes_per_linear = {"4bit-nf4": 0.5 + (0.0 if config.quantization.double_quant else 0.06), "8bit": 1.0}.get(method, elem)
     weights = int(linear_params * bytes_per_linear + other_params * elem)
     lora = lora_params * 4
-    optimizer = lora_params * 4 * 3  # grads + exp_avg + exp_avg_sq in fp32
+    # fp32 grads, plus the optimizer's state: two fp32 moments for AdamW, two 8-bit ones for the 8-bit
+    # variants (bitsandbytes keeps small fp32 block statistics besides), none for SGD, ~1 for Adafactor.
+    state_bytes = {"sgd": 0.0, "adafactor": 1.0}.get(plan.optimizer, 2.1 if "8bit" in plan.optimizer else 8.0)
+    optimizer = int(lora_params * (4 + state_bytes))
     hidden = getattr(mconf, "hidden_size", 1024)
     layers = getattr(mconf, "num_hidden_layers", 12)
     heads = getattr(mconf, "num_attention_heads", 16)
     vocab = getattr(mconf, "vocab_size", 32000)
     b, s = config.training.batch_size, config.data.max_length
     act_elem = max(elem, 2)
-    if config.training.gradient_checkpointing:
+    if plan.gradient_checkpointing:
         per_layer = 2 * s * b * hidden * act_elem
     else:  # Korthikanti et al. 2022, scaled from 16-bit to the element size in use
         per_layer = int(s * b * hidden * (34 + 5 * heads * s / hidden) * act_elem / 2)
     logits = 3 * b * s * vocab * 4  # logits, their fp32 upcast and the loss gradient
     activations = int(per_layer * layers + logits)
-    return MemoryEstimate(weights, lora, optimizer, activations, available_memory(device), device)
+    free, total = device_memory(device)
+    estimate = MemoryEstimate(weights, lora, optimizer, activations, free, device, total, plan.to_dict())
+    if (device == "cpu" and config.training.gradient_checkpointing == "auto" and not plan.gradient_checkpointing
+            and estimate.verdict in ("tight", "too_big")):
+        # A small machine or container (Binder's 2 GB): checkpointing costs ~30% speed and saves most of the
+        # activation memory, so "auto" turns it on here too. The run uses this plan (estimate.plan).
+        checkpointed = estimate_memory(config.replace(**{"training.gradient_checkpointing": True}), resolved, device)
+        checkpointed.plan = {**(checkpointed.plan or {}), "reason": "low memory"}
+        return checkpointed
+    return estimate

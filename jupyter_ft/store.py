@@ -24,6 +24,11 @@ __all__ = ["RunRecord", "RunStore", "append_jsonl", "read_jsonl", "write_json_at
 ACTIVE = ("queued", "running", "stopping")
 STATUSES = ("queued", "running", "stopping", "stopped", "finished", "failed", "interrupted")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Two small files of a run directory for the lab extension: the training thread's live progress (step,
+# max_steps, ETA; rewritten about once a second), and a stop request the server writes for a run that
+# lives in a kernel thread (the training callback honours it at the next step, like Run.stop()).
+PROGRESS_FILE = "progress.json"
+STOP_REQUEST_FILE = "stop-request.json"
 
 
 def now() -> str:
@@ -106,6 +111,9 @@ class RunRecord:
     pid: int | None = None
     hostname: str | None = None
     path: str = ""
+    tags: list[str] = field(default_factory=list)
+    notes: str = ""
+    sweep: dict[str, Any] | None = None  # {id, index, total, method, params} for a run of a sweep
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunRecord":
@@ -154,6 +162,30 @@ class RunDir:
             for key, value in changes.items():
                 setattr(self.record, key, value)
             write_json_atomic(self.run_json, self.record.to_dict())
+
+    def tag(self, *tags: str, remove: bool = False) -> list[str]:
+        """Add (or with ``remove=True`` drop) labels; returns the run's tags. Safe while the run trains
+        as long as it is called on the live run's own ``RunDir`` (``RunStore.tag`` finds it)."""
+        for t in tags:
+            if not isinstance(t, str) or not t.strip() or any(c.isspace() for c in t.strip()):
+                raise ValueError(f"invalid tag {t!r}: use a non-empty word without spaces")
+        with self._lock:
+            current = list(self.record.tags or [])
+        for t in (t.strip() for t in tags):
+            if remove and t in current:
+                current.remove(t)
+            elif not remove and t not in current:
+                current.append(t)
+        self.save(tags=current)
+        return current
+
+    def note(self, text: str, append: bool = False) -> str:
+        """Set (or append a line to) the run's free-text notes; returns them."""
+        if not isinstance(text, str):
+            raise ValueError("a note must be a string")
+        notes = f"{self.record.notes}\n{text}".strip() if append and self.record.notes else text
+        self.save(notes=notes)
+        return notes
 
     def log_metrics(self, entry: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, entry)
@@ -252,3 +284,59 @@ class RunStore:
     def latest(self) -> RunRecord | None:
         runs = self.list()
         return runs[0] if runs else None
+
+    # ------------------------------------------------------------ management (notes, tags, delete)
+    def live_dir(self, run_id: str) -> RunDir:
+        """The run's ``RunDir``: the live run's own when it trains in this process (so a tag written now
+        is not lost to the trainer's next save of its copy of the record), else read from disk."""
+        from . import training
+
+        path = self.path_of(run_id)
+        live = training._LIVE.get(run_id)
+        if live is not None and Path(live.run_dir.path).resolve() == path:
+            return live.run_dir
+        return self.open(run_id)
+
+    def tag(self, run_id: str, *tags: str, remove: bool = False) -> list[str]:
+        return self.live_dir(run_id).tag(*tags, remove=remove)
+
+    def note(self, run_id: str, text: str, append: bool = False) -> str:
+        return self.live_dir(run_id).note(text, append=append)
+
+    def select(self, *, status: str | None = None, name: str | None = None, tag: str | None = None,
+               sweep: str | None = None) -> list[RunRecord]:
+        """Runs matching every filter given: ``status`` exactly, ``name`` as a case-insensitive substring of
+        the name or id, ``tag`` exactly, ``sweep`` a sweep id (or its unique prefix)."""
+        out = []
+        for r in self.list():
+            if status and r.status != status:
+                continue
+            if name and name.lower() not in f"{r.name}\n{r.id}".lower():
+                continue
+            if tag and tag not in (r.tags or []):
+                continue
+            if sweep and not str((r.sweep or {}).get("id", "")).startswith(sweep):
+                continue
+            out.append(r)
+        return out
+
+    def delete(self, run_id: str) -> Path:
+        """Remove a run's directory. Refuses a run training in this process (or, by its record, in a live
+        process on this host) and anything that is not a run directory directly under the root."""
+        import shutil
+
+        from . import training
+
+        path = self.path_of(run_id)  # a valid id naming a direct child of the root, or KeyError
+        if (self.root / run_id).is_symlink() or not path.is_dir() or not (path / "run.json").is_file():
+            raise KeyError(f"no run '{run_id}' under {self.root}")
+        if run_id in training.live_run_ids():
+            raise RuntimeError(f"run {run_id} is training in this kernel; stop it first (%ft_stop {run_id})")
+        record = self.open(run_id).record
+        if record.status in ACTIVE:
+            raise RuntimeError(f"run {run_id} is {record.status} in process {record.pid}; stop it before deleting")
+        root = self.root.resolve()
+        if path.parent != root or os.path.commonpath([root, path]) != str(root):
+            raise KeyError(f"invalid run id {run_id!r}")
+        shutil.rmtree(path)
+        return path

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .config import FineTuneConfig
-from .store import ACTIVE, RunDir, RunStore, now
+from .store import ACTIVE, PROGRESS_FILE, STOP_REQUEST_FILE, RunDir, RunStore, now, write_json_atomic
 
 __all__ = ["Event", "Run", "finetune", "resume", "live_run_ids", "active_run"]
 
@@ -183,6 +183,14 @@ class Run:
     def metrics(self, since_step: int | None = None) -> list[dict[str, Any]]:
         return self.run_dir.metrics(since_step)
 
+    def tag(self, *tags: str, remove: bool = False) -> list[str]:
+        """Label the run (shown and filtered in ``%ft_runs --tag``); safe while it trains."""
+        return self.run_dir.tag(*tags, remove=remove)
+
+    def note(self, text: str, append: bool = False) -> str:
+        """Set (or append to) the run's free-text notes, kept in run.json."""
+        return self.run_dir.note(text, append=append)
+
     def __repr__(self) -> str:
         step = self.progress.get("step")
         total = self.progress.get("max_steps")
@@ -207,13 +215,20 @@ class Run:
             self.emit("status", status=status, previous=previous, error=self.run_dir.record.error)
 
     def _check_stop(self) -> None:
-        if self._stop.is_set():
+        if self.poll_stop_request():
             raise StopRequested()
+
+    def poll_stop_request(self) -> bool:
+        """Whether Stop was asked for, here (``stop()``) or by the lab's Stop (a request file the server
+        writes into the run directory: the run lives in this kernel's thread, out of the server's reach)."""
+        if not self._stop.is_set() and os.path.exists(os.path.join(self.run_dir.path, STOP_REQUEST_FILE)):
+            self.stop()
+        return self._stop.is_set()
 
     # ------------------------------------------------------------ the work (training thread)
     def _execute(self) -> None:
         _route_output(self._output_parent)
-        if self._stop.is_set():
+        if self.poll_stop_request():
             self._set_status("stopped", finished_at=now())
             return
         self._set_status("running", started_at=now(), error=None, traceback=None, pid=os.getpid())
@@ -236,9 +251,13 @@ class Run:
     def _train(self) -> Any:
         from . import data as data_mod
         from . import models
+        from .evaluation import release_model
 
         cfg = self.config
         rd = self.run_dir
+        # One model in memory: a model kept by %ft_eval / %ft_chat is freed before this run loads its own,
+        # which is what keeps a T4 from running out of memory on the second run of a session.
+        release_model()
         resolved = models.resolve_model(cfg.model.name, cfg.model.revision)
         rd.save(model=resolved.to_dict(), environment=environment())
         self._check_stop()
@@ -251,27 +270,47 @@ class Run:
 
         estimate = models.estimate_memory(cfg, resolved, device)
         rd.save(memory_estimate=estimate.to_dict())
-        if not estimate.fits:
-            warning = (f"The memory estimate ({estimate}) exceeds what is free. Lower training.batch_size or "
-                       "data.max_length, or set training.gradient_checkpointing: true.")
+        if (estimate.verdict == "too_big" and device == "cuda"
+                and not os.environ.get("JUPYTER_FT_IGNORE_MEMORY_ESTIMATE")):
+            # Past the estimate's error margin: say so now rather than fail with a CUDA OOM minutes later.
+            raise models.InsufficientMemory(
+                f"Not enough GPU memory: the estimate is {estimate}. To fit: {estimate.advice(cfg)}. "
+                "(Set JUPYTER_FT_IGNORE_MEMORY_ESTIMATE=1 to try anyway.)")
+        if (estimate.plan or {}).get("reason") == "low memory":
+            warning = (f"Little memory is free ({estimate.available / 2**30:.1f} GiB): gradient checkpointing is on "
+                       "for this run (about 30% slower, much less memory). Set training.gradient_checkpointing: "
+                       "false to turn it off.")
+            rd.record.warnings.append(warning)
+            rd.save()
+            self.emit("warning", message=warning)
+        if estimate.verdict in ("tight", "too_big"):
+            warning = (f"The memory estimate ({estimate}) is close to or above what is free; training may run "
+                       f"out of memory. To make room: {estimate.advice(cfg)}.")
             rd.record.warnings.append(warning)
             rd.save()
             self.emit("warning", message=warning)
 
-        model = models.apply_lora(models.load_base_model(cfg, resolved, device, dtype), cfg)
+        # The plan behind the estimate: "auto" checkpointing may have been turned on for a small machine.
+        self._gradient_checkpointing = bool((estimate.plan or {}).get(
+            "gradient_checkpointing", models.resolve_gradient_checkpointing(cfg, device)))
+        model = models.apply_lora(models.load_base_model(cfg, resolved, device, dtype), cfg, device,
+                                  gradient_checkpointing=self._gradient_checkpointing)
         self.model = model
         self._check_stop()
         trainer = self._trainer(model, tokenizer, train_ds, eval_ds, device, dtype)
         checkpoint = self.resume_from
-        trainer.train(resume_from_checkpoint=checkpoint)
-        state = trainer.state
-        if eval_ds is not None and not self._stop.is_set():
-            evaluated = [h for h in state.log_history if "eval_loss" in h]
-            if not evaluated or evaluated[-1].get("step") != state.global_step:
-                trainer.evaluate()
-        model.save_pretrained(rd.adapter_dir)
-        tokenizer.save_pretrained(rd.adapter_dir)
-        rd.save(summary=self._summary(state))
+        from .tracking import tracking_session
+
+        with tracking_session(self, trainer):  # training.report_to: the Trainer's own integrations log into it
+            trainer.train(resume_from_checkpoint=checkpoint)
+            state = trainer.state
+            if eval_ds is not None and not self._stop.is_set():
+                evaluated = [h for h in state.log_history if "eval_loss" in h]
+                if not evaluated or evaluated[-1].get("step") != state.global_step:
+                    trainer.evaluate()
+            model.save_pretrained(rd.adapter_dir)
+            tokenizer.save_pretrained(rd.adapter_dir)
+            rd.save(summary=self._summary(state))
         return trainer
 
     def _datasets(self, data_mod: Any, tokenizer: Any) -> tuple[Any, Any]:
@@ -298,12 +337,16 @@ class Run:
         import torch
         from transformers import Trainer, TrainingArguments
 
+        from . import models
+        from .tracking import normalize_report_to
+
         t = self.config.training
         warmup = t.warmup if (isinstance(t.warmup, float) and t.warmup < 1) else int(t.warmup)
         has_eval = eval_ds is not None and len(eval_ds) > 0
         pr = self.config.probes
         early_stop = has_eval and pr.overfitting and pr.early_stop
         best_args: dict[str, Any] = {}
+        self._restores_best = early_stop  # the final model is then the best checkpoint, not the last step
         if early_stop:  # the Trainer restores the best checkpoint, so it must save at every evaluation
             best_args = {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss",
                          "greater_is_better": False}
@@ -328,11 +371,17 @@ class Run:
             save_strategy="steps",
             save_steps=t.eval_every if early_stop else t.save_every,
             save_total_limit=2,
-            report_to=[],
+            report_to=normalize_report_to(t.report_to),
+            run_name=self.name,
             disable_tqdm=True,
             use_cpu=device == "cpu",
             bf16=device != "cpu" and dtype == torch.bfloat16,
             fp16=device != "cpu" and dtype == torch.float16,
+            # training.optimizer / gradient_checkpointing "auto": paged 8-bit AdamW + checkpointing on CUDA
+            optim=models.resolve_optimizer(self.config, device),
+            **checkpointing_args(TrainingArguments, getattr(self, "_gradient_checkpointing", None)
+                                 if getattr(self, "_gradient_checkpointing", None) is not None
+                                 else models.resolve_gradient_checkpointing(self.config, device)),
             remove_unused_columns=False,
             train_sampling_strategy="random" if self.config.data.packing else "group_by_length",
             length_column_name="length",
@@ -364,13 +413,20 @@ class Run:
         trains = [h for h in self.history if "loss" in h]
         best = min(evals, key=lambda h: h["eval_loss"]) if evals else None
         speeds = [h["tokens_per_s"] for h in trains if h.get("tokens_per_s")]
+        final_eval = evals[-1]["eval_loss"] if evals else None
+        restored_step = None
+        if getattr(self, "_restores_best", False) and state.best_model_checkpoint and state.best_metric is not None:
+            # load_best_model_at_end put the best checkpoint back: its eval loss is the final model's
+            final_eval = state.best_metric
+            restored_step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
         return {
             "global_step": state.global_step,
             "max_steps": state.max_steps,
             "epoch": state.epoch,
             "tokens_seen": state.num_input_tokens_seen,
             "final_train_loss": trains[-1]["loss"] if trains else None,
-            "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
+            "final_eval_loss": final_eval,
+            "restored_step": restored_step,
             "best_eval_loss": best["eval_loss"] if best else None,
             "best_eval_step": best["step"] if best else None,
             "mean_tokens_per_s": sum(speeds) / len(speeds) if speeds else None,
@@ -378,6 +434,14 @@ class Run:
             "adapter": str(self.run_dir.adapter_dir),
             "probes": self._probes.summary() if getattr(self, "_probes", None) is not None else None,
         }
+
+
+def checkpointing_args(args_cls: type, enabled: bool) -> dict[str, Any]:
+    """Gradient checkpointing for ``TrainingArguments``: transformers 5.x renamed it
+    ``activation_checkpointing`` (the old name warns); use whichever this version has."""
+    fields = getattr(args_cls, "__dataclass_fields__", {})
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
 
 
 def make_collator(tokenizer: Any, packing: bool) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
@@ -427,6 +491,16 @@ class _RunCallbackMixin:
         self.start_step = state.global_step
         self.run.emit("progress", step=state.global_step, max_steps=state.max_steps, epoch=state.epoch or 0.0,
                       elapsed=0.0, eta=None)
+        self._write_progress({"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
+                              "elapsed": 0.0, "eta": None})
+
+    def _write_progress(self, progress: dict[str, Any]) -> None:
+        """progress.json for the lab's sidebar and status bar (another process: it cannot see events)."""
+        self.progress_written = time.perf_counter()
+        try:
+            write_json_atomic(self.run.run_dir.path / PROGRESS_FILE, dict(progress, time=time.time()))
+        except OSError:  # a full disk must not stop training; the sidebar just lags
+            pass
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         elapsed = time.perf_counter() - self.t0
@@ -436,7 +510,10 @@ class _RunCallbackMixin:
         self.run.progress = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
                              "elapsed": elapsed, "eta": eta}
         self.run.emit("progress", **self.run.progress)
-        if self.run._stop.is_set():
+        stopping = self.run.poll_stop_request()
+        if stopping or left <= 0 or time.perf_counter() - getattr(self, "progress_written", 0.0) >= 1.0:
+            self._write_progress(self.run.progress)
+        if stopping:
             # Stop-and-save: the Trainer writes a resumable checkpoint of this exact step, then exits.
             control.should_training_stop = True
             control.should_save = True
@@ -507,9 +584,17 @@ def _explain(exc: BaseException, config: FineTuneConfig) -> str:
     import torch
 
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        try:
+            from .models import resolve_gradient_checkpointing, select_device
+
+            gc_on = resolve_gradient_checkpointing(config, select_device())
+        except Exception:  # noqa: BLE001 - the message must not fail
+            gc_on = False
+        last = ("training.gradient_checkpointing is already on, so also try a smaller lora.r or a smaller model"
+                if gc_on else "or set training.gradient_checkpointing: true")
         return (f"Out of memory with training.batch_size={config.training.batch_size} and "
                 f"data.max_length={config.data.max_length}. Lower the batch size (raise training.grad_accum to "
-                "keep the effective batch), shorten data.max_length, or set training.gradient_checkpointing: true. "
+                f"keep the effective batch), shorten data.max_length, {last}. "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
     return f"{type(exc).__name__}: {exc}"
 
@@ -591,6 +676,7 @@ def resume(run_id: str, *, root: str = "ft_runs", wait: bool = False) -> Run:
                            f"training.save_every steps); start a new run instead.")
     config = FineTuneConfig.from_dict(rd.record.config)
     rd.save(status=rd.record.status if rd.record.status not in ACTIVE else "interrupted")
+    (rd.path / STOP_REQUEST_FILE).unlink(missing_ok=True)  # an old request from the lab must not stop it again
     run = Run(config, rd, resume_from=str(checkpoint))
     run.history = rd.metrics()
     run.start()

@@ -470,3 +470,18 @@ def test_ft_eval_on_smollm2(tmp_path: Path, shell: InteractiveShell, capsys) -> 
         assert res.metrics["perplexity"]["base"] != res.metrics["perplexity"]["tuned"]
     finally:
         ev.release_model()
+
+
+def test_a_new_run_frees_the_model_kept_for_eval(run, model_dir: Path, root: Path) -> None:
+    """Only one model in memory: %ft_eval's cached model must not survive into the next training run."""
+    ev.run_model(run.run_dir)
+    assert ev._CACHE, "run_model should keep the model for the next %ft_eval"
+    cfg = {"model": {"name": str(model_dir)},
+           "data": {"source": "demo:support_tickets", "max_length": 128, "eval_split": 0.05},
+           "lora": {"r": 2, "alpha": 4},
+           "training": {"max_steps": 1, "batch_size": 2, "eval_every": 1, "save_every": 1},
+           "probes": {"forgetting": False},
+           "output": {"root": str(root), "name": "frees-eval-model"}}
+    second = jupyter_ft.finetune(cfg, wait=True)
+    assert second.status == "finished", second.run_dir.record.traceback
+    assert not ev._CACHE

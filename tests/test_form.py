@@ -50,6 +50,8 @@ NON_DEFAULT = {
         "save_every": 40,
         "logging_every": 1,
         "gradient_checkpointing": True,
+        "optimizer": "paged_adamw_8bit",
+        "report_to": ["mlflow"],
     },
     "output": {"root": "runs", "name": "tickets-v2"},
     "probes": {
@@ -60,7 +62,7 @@ NON_DEFAULT = {
         "early_stop": True,
         "forgetting": False,
         "forgetting_items": 64,
-        "forgetting_every": 2,
+        "forgetting_every": 3,
         "kl_prompts": 16,
         "kl_mild": 0.05,
         "kl_severe": 0.3,

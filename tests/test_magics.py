@@ -174,3 +174,173 @@ def test_ft_show_renders_a_finished_run_from_disk(shell: InteractiveShell, body,
     shell.run_line_magic("ft_show", run.id)  # by id: read back through the store
     out = capsys.readouterr().out
     assert run.id in out or "finished" in out
+
+
+# --------------------------------------------------------------------------- sweeps, compare, run management
+def sweep_body(body, sweep: str, **training) -> str:
+    return body(**{"max_steps": 2, "eval_every": 2, "save_every": 2, **training}) + \
+        "probes:\n  forgetting: false\n" + sweep
+
+
+def test_sweep_cell_trains_runs_in_order_then_compare_and_filter(shell: InteractiveShell, body, capsys) -> None:
+    from jupyter_ft.sweep import Sweep
+
+    cell = sweep_body(body, "sweep:\n  training.learning_rate: [1e-4, 5e-3]\n")
+    sweep = launch(shell, "--wait --name lr --out sw", cell)
+    assert isinstance(sweep, Sweep) and shell.user_ns["sw"] is sweep
+    assert [r.status for r in sweep.runs] == ["finished", "finished"]
+    assert [r.name for r in sweep.runs] == ["lr-1", "lr-2"]
+    out = capsys.readouterr().out
+    assert f"sweep lr ({sweep.id}): finished · 2/2 runs done" in out  # the static sweep dashboard
+    assert "learning_rate" in out and "best eval" in out  # its table of runs
+
+    shell.run_line_magic("ft_compare", "--sweep")  # the newest sweep, read from the store
+    out = capsys.readouterr().out
+    assert "2 run(s) ranked by best_eval_loss (lower is better)" in out
+    assert "training.learning_rate" in out and "lora.r" not in out and "★" in out
+    comparison = shell.user_ns["_"]
+    assert set(comparison.ranking) == {r.id for r in sweep.runs} and comparison.best in comparison.ranking
+
+    shell.run_line_magic("ft_runs", f"--sweep {sweep.id}")
+    table = capsys.readouterr().out
+    assert all(r.id in table for r in sweep.runs) and f"{sweep.id} 2/2" in table
+    shell.run_line_magic("ft_runs", "--sweep sweep-none")
+    assert "no runs yet" in capsys.readouterr().out
+
+
+def test_sweep_dry_run_lists_runs_and_memory(shell: InteractiveShell, body, capsys) -> None:
+    cell = sweep_body(body, "sweep:\n  training.learning_rate: [1e-4, 3e-4]\n  lora.r: [8, 16]\n")
+    assert shell.run_cell_magic("finetune", "--dry-run --name lrs", cell) is None
+    out = capsys.readouterr().out
+    assert "sweep 'lrs': 4 run(s) (grid); nothing launched (--dry-run)" in out
+    assert "lrs-4" in out and "GiB" in out and "training.learning_rate" in out
+    assert not body.root.exists()
+
+
+def test_invalid_sweep_key_is_a_usage_error_naming_it(shell: InteractiveShell, body) -> None:
+    cell = sweep_body(body, "sweep:\n  training.learnig_rate: [1e-4, 3e-4]\n")
+    with pytest.raises(UsageError) as err:
+        shell.run_cell_magic("finetune", "", cell)
+    line = cell.splitlines().index("  training.learnig_rate: [1e-4, 3e-4]") + 1
+    assert (f"  line {line}: sweep.training.learnig_rate: unknown config key. Did you mean "
+            "'training.learning_rate'?") in str(err.value)
+    assert "nothing was launched" in str(err.value)
+    assert not body.root.exists()
+
+
+@pytest.fixture()
+def records(tmp_path: Path):
+    """Two finished runs in a store, as a past session left them."""
+    store = RunStore(tmp_path / "store")
+    made = []
+    for name in ("keep", "drop"):
+        rd = store.create({"training": {"learning_rate": 1e-4}}, name)
+        rd.save(status="finished")
+        made.append(rd)
+    return store, made
+
+
+def test_ft_rm_asks_first_and_deletes_only_run_directories(shell: InteractiveShell, records, monkeypatch,
+                                                           capsys, tmp_path: Path) -> None:
+    store, (keep, drop) = records
+    root = f"--root {store.root}"
+    answers = iter(["n", "y"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    shell.run_line_magic("ft_rm", f"{drop.record.id} {root}")
+    assert "nothing deleted" in capsys.readouterr().out and drop.path.is_dir()
+    shell.run_line_magic("ft_rm", f"drop {root}")  # by name; answered "y"
+    assert not drop.path.exists() and keep.path.is_dir()
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "run.json").write_text("{}")
+    monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("must not ask"))
+    for ref in ("../outside", str(outside), ".."):
+        with pytest.raises(UsageError):
+            shell.run_line_magic("ft_rm", f"{ref} --yes {root}")
+    (store.root / "alias").symlink_to(keep.path)  # a link inside the root to a real run
+    with pytest.raises(KeyError, match="no run 'alias'"):
+        store.delete("alias")
+    assert outside.is_dir() and keep.path.is_dir()
+    shell.run_line_magic("ft_rm", f"{keep.record.id} --yes {root}")
+    assert not keep.path.exists()
+
+
+def test_ft_rm_refuses_a_live_run(shell: InteractiveShell, body) -> None:
+    run = launch(shell, "", body(max_steps=400, eval_every=1000, save_every=1000))
+    try:
+        with pytest.raises(UsageError, match="is training in this kernel; stop it first"):
+            shell.run_line_magic("ft_rm", f"{run.id} --yes --root {body.root}")
+        assert run.path.is_dir()
+    finally:
+        run.stop()
+        run.wait(120)
+
+
+def test_tags_and_notes_show_in_ft_runs_and_filter(shell: InteractiveShell, records, capsys) -> None:
+    store, (keep, drop) = records
+    root = f"--root {store.root}"
+    shell.run_line_magic("ft_tag", f"keep baseline good {root}")
+    shell.run_line_magic("ft_note", f'{drop.record.id} "lr too high: loss exploded" {root}')
+    capsys.readouterr()
+    assert store.load(keep.record.id).tags == ["baseline", "good"]
+    assert store.load(drop.record.id).notes == "lr too high: loss exploded"
+    shell.run_line_magic("ft_runs", root)
+    table = capsys.readouterr().out
+    assert "baseline good" in table and "lr too high: loss exploded" in table
+    shell.run_line_magic("ft_runs", f"--tag baseline {root}")
+    table = capsys.readouterr().out
+    assert keep.record.id in table and drop.record.id not in table
+    shell.run_line_magic("ft_runs", f"--name dro {root}")
+    table = capsys.readouterr().out
+    assert drop.record.id in table and keep.record.id not in table
+    shell.run_line_magic("ft_tag", f"keep good --remove {root}")
+    assert store.load(keep.record.id).tags == ["baseline"]
+    with pytest.raises(UsageError, match="no run 'nope'"):
+        shell.run_line_magic("ft_tag", f"nope x {root}")
+    shell.run_line_magic("ft_help", "")
+    help_out = capsys.readouterr().out
+    assert all(m in help_out for m in ("%ft_compare", "%ft_rm", "%ft_tag", "%ft_note", "sweep:"))
+
+
+def test_ft_stop_skips_the_sweeps_current_run_and_stop_sweep_cancels_the_rest(shell: InteractiveShell, body,
+                                                                               capsys) -> None:
+    import time
+
+    cell = sweep_body(body, "sweep:\n  training.max_steps: [300, 301, 1]\n", eval_every=1000, save_every=1000)
+    sweep = launch(shell, "", cell)
+
+    def training(run) -> None:
+        deadline = time.monotonic() + 60
+        while (run.progress.get("step") or 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run.status == "running"
+
+    training(sweep.runs[0])
+    shell.run_line_magic("ft_stop", "")  # the run training now, not the sweep's last queued one
+    assert sweep.runs[0].wait(60) == "stopped"
+    training(sweep.runs[1])
+    shell.run_line_magic("ft_stop", "--sweep")
+    assert "the queued runs are cancelled" in capsys.readouterr().out
+    assert sweep.wait(60) == ["stopped", "stopped", "stopped"]
+    assert [sweep.status_of(r) for r in sweep.runs] == ["stopped", "stopped", "cancelled"]
+
+
+def test_ft_compare_named_runs_from_the_store(shell: InteractiveShell, tmp_path: Path, capsys) -> None:
+    from test_compare import make_run
+
+    store = RunStore(tmp_path / "cmp")
+    high = make_run(store, "too-high", lr=2e-2, losses=[2.0, 3.5], evals=[2.5, 4.0], verdicts=("overfitting", "mild"))
+    right = make_run(store, "just-right", lr=2e-4, losses=[2.0, 1.2], evals=[1.6, 1.3], verdicts=("ok", "none"))
+    shell.run_line_magic("ft_compare", f"too-high {right.record.id} --root {store.root} --x tokens --out cmp")
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "2 run(s) ranked by best_eval_loss (lower is better)"
+    assert lines[2].split()[:3] == ["1", "★", "just-right"] and lines[3].split()[:2] == ["2", "too-high"]
+    assert "overfitting" in lines[3] and f"best: {right.record.id}" in out
+    assert shell.user_ns["cmp"].x == "tokens" and shell.user_ns["cmp"].best == right.record.id
+    assert high.record.id in shell.user_ns["cmp"].ranking
+    with pytest.raises(UsageError, match="one of them"):
+        shell.run_line_magic("ft_compare", f"--root {store.root}")
+    with pytest.raises(UsageError, match="unknown metric 'rogue'"):
+        shell.run_line_magic("ft_compare", f"--last 2 --metric rogue --root {store.root}")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from nbformat.v4 import new_code_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,3 +82,69 @@ def test_quickstart_notebook_executes_on_cpu(tmp_path: Path, monkeypatch: pytest
     dry = next(c for c in nb.cells if c.cell_type == "code" and "--dry-run" in c.source)
     assert "detected format 'alpaca'" in text_of(dry)
     assert len(list((tmp_path / "ft_runs").iterdir())) == 1
+
+
+# --------------------------------------------------------------------------- the workshop and the Colab notebook
+def read_example(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(REPO / "examples" / name, as_version=4)
+
+
+def errors_of(nb: nbformat.NotebookNode) -> list[str]:
+    return [f"{o['ename']}: {o['evalue']}" for c in nb.cells for o in c.get("outputs", [])
+            if o.get("output_type") == "error"]
+
+
+def cell_with(nb: nbformat.NotebookNode, text: str) -> nbformat.NotebookNode:
+    return next(c for c in nb.cells if c.cell_type == "code" and text in c.source)
+
+
+def test_colab_notebook_is_ready_for_colab() -> None:
+    nb = read_example("03_colab_gpu.ipynb")
+    intro = nb.cells[0].source
+    assert ("https://colab.research.google.com/github/jupyter-ft/jupyter-ft/blob/main/examples/03_colab_gpu.ipynb"
+            in intro and "colab-badge.svg" in intro)
+    assert "estimates" in intro and "GiB" in intro  # expected time and memory, said to be estimates
+    install = cell_with(nb, "pip install")
+    assert install.source.startswith("import sys") and "if 'google.colab' in sys.modules:" in install.source
+    params = cell_with(nb, "MODEL = ")
+    assert "parameters" in params.metadata.get("tags", []) and "SmolLM2-1.7B-Instruct" in params.source
+    assert nb.metadata["accelerator"] == "GPU"
+
+
+def test_workshop_leaves_a_marked_spot_for_sweeps() -> None:
+    nb = read_example("02_workshop.ipynb")
+    spots = [c for c in nb.cells if "sweep-placeholder" in c.metadata.get("tags", [])]
+    assert len(spots) == 1 and spots[0].cell_type == "markdown" and "SWEEP-AND-COMPARE" in spots[0].source
+
+
+@pytest.mark.slow
+def test_workshop_notebook_executes_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lesson with every run capped at 4 steps and 8 evaluation rows (about 2 minutes on 2 idle cores)."""
+    monkeypatch.setenv("JUPYTER_FT_MAX_STEPS", "4")
+    nb = read_example("02_workshop.ipynb")
+    execute(nb, tmp_path, timeout=900)
+    assert not errors_of(nb)
+    runs = sorted(p.name.split("-", 2)[2].rsplit("-", 1)[0] for p in (tmp_path / "ft_runs").iterdir())
+    assert runs == ["lr-sane", "lr-sane-2ep-early-stop", "lr-too-high"]
+    assert "detected format 'alpaca'" in text_of(cell_with(nb, "--dry-run"))
+    assert "capped at 4 here" in text_of(cell_with(nb, "steps_per_epoch ="))
+    assert "exact_match" in text_of(cell_with(nb, "%ft_eval lr-sane"))
+    assert "forgetting:" in text_of(cell_with(nb, "hot.wait()"))
+    table = text_of(cell_with(nb, "%ft_runs"))
+    assert all(name in table for name in runs)
+
+
+@pytest.mark.slow
+def test_colab_notebook_executes_with_the_cpu_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The T4 notebook with JUPYTER_FT_SMOKE=1: the offline 135M model, 3 steps, 4 evaluation rows."""
+    monkeypatch.setenv("JUPYTER_FT_SMOKE", "1")
+    monkeypatch.setenv("JUPYTER_FT_MAX_STEPS", "3")
+    nb = read_example("03_colab_gpu.ipynb")
+    execute(nb, tmp_path, timeout=900)
+    assert not errors_of(nb)
+    assert text_of(cell_with(nb, "pip install")) == ""  # not Colab: nothing installed
+    hardware = text_of(cell_with(nb, "plan_training(config)"))
+    assert "device='cpu'" in hardware and "optimizer='adamw_torch'" in hardware
+    assert "finished" in text_of(cell_with(nb, "run.wait()"))
+    assert "exact_match" in text_of(cell_with(nb, "%ft_eval"))
+    assert (tmp_path / "smollm2-1.7b-tickets-adapter" / "adapter_config.json").is_file()

@@ -54,7 +54,7 @@ def test_answer_matching_is_exactish():
 def test_probes_config_defaults_and_validation():
     cfg = FineTuneConfig()
     assert cfg.probes.overfitting and cfg.probes.forgetting and not cfg.probes.early_stop
-    assert cfg.probes.forgetting_items == 32
+    assert cfg.probes.forgetting_items == 16 and cfg.probes.kl_prompts == 6 and cfg.probes.forgetting_every == 2
     with pytest.raises(ConfigError) as info:
         FineTuneConfig.from_dict({"probes": {"patience": 0, "kl_mild": 0.5, "kl_severe": 0.1, "gap_ratio": 0.5,
                                              "early_stop": "yes", "forgeting": True}})
@@ -64,8 +64,8 @@ def test_probes_config_defaults_and_validation():
     assert "probes.kl_severe: must be >= probes.kl_mild (0.5) (got 0.1)" in text
     assert any(t.startswith("probes.gap_ratio: must be > 1") for t in text)
     assert "probes.early_stop: must be true or false (got 'yes')" in text
-    back = FineTuneConfig.from_yaml("probes:\n  early_stop: true\n  forgetting_items: 16\n")
-    assert back.probes.early_stop and back.probes.forgetting_items == 16
+    back = FineTuneConfig.from_yaml("probes:\n  early_stop: true\n  forgetting_items: 24\n")
+    assert back.probes.early_stop and back.probes.forgetting_items == 24
 
 
 # --------------------------------------------------------------------------- overfitting logic
@@ -140,6 +140,10 @@ def test_forgetting_probe_starts_at_base_and_sees_a_changed_adapter(tiny_model_d
     assert start["loglik"] == pytest.approx(start["base_loglik"], abs=1e-5)
     assert start["accuracy"] == start["base_accuracy"] and start["verdict"] == "none"
     assert start["items"] == 8 and start["prompts"] == 4
+    # the KL is taken over the base model's own replies to the general prompts, not over the prompts
+    assert len(probe._kl_seqs) == 4 and any(len(s) > len(p) for s, p in zip(probe._kl_seqs, probe._kl_prompts))
+    assert all(lp.shape[0] == max(1, len(s) - len(p)) for lp, s, p in
+               zip(probe._base_logprobs, probe._kl_seqs, probe._kl_prompts))
     assert all(p.grad is None for p in model.parameters())
     with torch.no_grad():  # a destructive adapter
         for name, p in model.named_parameters():
@@ -172,6 +176,7 @@ def test_gentle_run_writes_probes_and_flags_nothing(tiny_model_dir: Path, root: 
     probe_events = [e for e in events if e.kind == "probe"]
     assert probe_events and probe_events[-1].data["step"] == 6
     s = RunStore(root).load(run.id).summary["probes"]
+    assert [r["step"] for r in records if r["forgetting"]] == [0, 6]  # every 2nd evaluation and the last
     assert s["overfitting"] == "ok" and s["forgetting"] == "none" and s["stopped_early_at"] is None
     assert s["probe_seconds"] > 0
 
@@ -205,21 +210,29 @@ def overfit_config(model_dir: Path, root: Path, demo_rows, **probes):
 
 def test_overfit_run_is_flagged(sharp_model_dir: Path, root: Path, demo_rows):
     run = jupyter_ft.finetune(overfit_config(sharp_model_dir, root, demo_rows))
-    assert run.wait(180) == "finished", run.run_dir.record.traceback
+    assert run.wait(600) == "finished", run.run_dir.record.traceback
     s = run.summary["probes"]
     assert s["overfitting"] == "overfitting", read_jsonl(run.path / "probes.jsonl")[-1]
     assert run.summary["global_step"] == 60
+    assert run.summary["restored_step"] is None  # nothing restored without early_stop: the last eval is final
+    evals = [h for h in run.history if "eval_loss" in h]
+    assert run.summary["final_eval_loss"] == evals[-1]["eval_loss"] > run.summary["best_eval_loss"]
 
 
 def test_early_stop_stops_and_restores_the_best_checkpoint(sharp_model_dir: Path, root: Path, demo_rows):
     from safetensors.torch import load_file
 
     run = jupyter_ft.finetune(overfit_config(sharp_model_dir, root, demo_rows, early_stop=True))
-    assert run.wait(180) == "finished", run.run_dir.record.traceback
+    assert run.wait(600) == "finished", run.run_dir.record.traceback
     s = run.summary["probes"]
     assert s["stopped_early_at"] is not None and run.summary["global_step"] == s["stopped_early_at"] < 60
     best = s["best_eval_step"]
     assert best < s["stopped_early_at"] and best == run.summary["best_eval_step"]
+    # the summary describes the restored model: its eval loss is the best one, not the last evaluation's
+    evals = [h for h in run.history if "eval_loss" in h]
+    assert evals[-1]["step"] == s["stopped_early_at"] and evals[-1]["eval_loss"] > run.summary["best_eval_loss"]
+    assert run.summary["final_eval_loss"] == pytest.approx(run.summary["best_eval_loss"])
+    assert run.summary["restored_step"] == best
     saved = load_file(run.path / "adapter" / "adapter_model.safetensors")
     ckpt = load_file(run.path / "checkpoints" / f"checkpoint-{best}" / "adapter_model.safetensors")
     assert saved.keys() == ckpt.keys()
@@ -258,7 +271,7 @@ def test_dashboard_panels_and_run_table(tiny_model_dir: Path, root: Path):
     assert dash.overfitting_panel.layout.display == "flex" and dash.forgetting_panel.layout.display == "flex"
     assert "Overfitting: ok" in dash.overfitting_panel.children[1].value
     assert "Forgetting: none" in dash.forgetting_panel.children[1].value
-    assert list(dash._forget_fig.data[0].x) == [0, 3, 6]
+    assert list(dash._forget_fig.data[0].x) == [0, 6]  # forgetting_every=2: the start and the last evaluation
     past = WidgetDashboard(run.path)  # a past run reads probes.jsonl
     assert "Forgetting: none" in past.forgetting_panel.children[1].value
     table = RunTable([RunStore(root).load(run.id)])

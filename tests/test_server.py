@@ -111,7 +111,7 @@ def raw_get(jp_serverapp, http_server_client, jp_auth_header, jp_base_url, jp_as
 
 
 ALL_PATHS = ["status", "runs", "runs/{old}", "runs/{old}/metrics", "runs/{old}/metrics?since=2",
-             "runs/{old}/probes", "runs/{old}/samples"]
+             "runs/{old}/probes", "runs/{old}/samples", "schema"]
 
 
 @pytest.mark.parametrize("path", ALL_PATHS)
@@ -377,3 +377,181 @@ def test_jupyter_server_extension_list_shows_it_enabled():
     text = (out.stdout + out.stderr).replace("\x1b[32m", "").replace("\x1b[0m", "")
     assert "jupyter_ft enabled" in text, text
     assert "jupyter_ft" in text and "OK" in text.split("Validating jupyter_ft...", 1)[1].splitlines()[1], text
+
+
+# --------------------------------------------------------------------------- lab extension: live facts, schema, stop
+# (the sidebar's progress / verdicts / best eval loss, the editor's unknown-key hints, Stop from the lab)
+
+from jupyter_ft.store import PROGRESS_FILE, STOP_REQUEST_FILE  # noqa: E402
+
+
+@pytest.fixture
+def post(jp_serverapp, http_server_client, jp_auth_header, jp_base_url, jp_asyncio_loop):
+    """POST a raw path under ``<base_url>jupyter-ft/api/``; returns (code, body text)."""
+
+    def _post(path: str, headers: dict | None = None):
+        url = jp_base_url.rstrip("/") + "/" + API + "/" + path
+        hdrs = dict(jp_auth_header) if headers is None else headers
+        resp = jp_asyncio_loop.run_until_complete(
+            http_server_client.fetch(url, method="POST", body=b"", headers=hdrs, raise_error=False,
+                                     follow_redirects=False, request_timeout=20))
+        return resp.code, (resp.body or b"").decode("utf-8", "replace")
+
+    return _post
+
+
+@pytest.fixture
+def live(run_root):
+    """A run some other live process (this test's parent) is training: progress.json, evaluations, probes."""
+    rd = RunStore(run_root).create({"model": {"name": "tiny-llama"}}, name="live run")
+    rd.save(status="running", started_at="2026-03-01T00:00:00+00:00", pid=os.getppid())
+    (rd.path / PROGRESS_FILE).write_text(json.dumps({"step": 12, "max_steps": 30, "epoch": 0.4, "elapsed": 6.0,
+                                                     "eta": 9.0, "time": 1.0}))
+    for step, key, value in [(5, "loss", 2.0), (5, "eval_loss", 2.4), (10, "loss", 1.5), (10, "eval_loss", 2.1)]:
+        rd.log_metrics({"step": step, key: value})
+    append_jsonl(rd.probes_path, {"step": 5, "overfitting": {"status": "ok"}, "forgetting": {"verdict": "mild"}})
+    append_jsonl(rd.probes_path, {"step": 10, "overfitting": {"status": "suspected"}, "forgetting": {"verdict": "none"}})
+    return rd
+
+
+def test_list_carries_progress_verdicts_and_best_eval_loss_of_a_live_run(get, runs, live):
+    code, body = get("runs")
+    by_id = {r["id"]: r for r in body["runs"]}
+    mine = by_id[live.record.id]
+    assert mine["status"] == "running"  # its pid (our parent) is alive: not marked interrupted
+    assert mine["progress"] == {"step": 12, "max_steps": 30, "epoch": 0.4, "elapsed": 6.0, "eta": 9.0, "time": 1.0}
+    assert mine["best_eval_loss"] == 2.1  # the best so far, from the metrics
+    assert mine["verdicts"] == {"overfitting": "suspected", "forgetting": "mild"}  # the worst so far
+    # a finished run without probes or progress file
+    assert by_id[runs["old"]]["progress"] is None
+    assert by_id[runs["old"]]["verdicts"] == {"overfitting": None, "forgetting": None}
+    code, record = get("runs", live.record.id)
+    assert record["progress"]["step"] == 12 and record["config"] == {"model": {"name": "tiny-llama"}}
+
+
+def test_a_finished_run_shows_the_verdicts_of_its_summary(get, run_root):
+    rd = RunStore(run_root).create({}, name="done")
+    rd.save(status="finished", summary={"best_eval_loss": 0.9,
+                                        "probes": {"overfitting": "overfitting", "forgetting": "none"}})
+    append_jsonl(rd.probes_path, {"step": 1, "overfitting": {"status": "ok"}})  # the summary wins
+    code, body = get("runs")
+    (only,) = body["runs"]
+    assert only["verdicts"] == {"overfitting": "overfitting", "forgetting": "none"}
+    assert only["best_eval_loss"] == 0.9
+
+
+def test_schema_lists_every_section_and_field_of_the_config(get):
+    import dataclasses
+
+    from jupyter_ft.config import SECTIONS
+
+    code, body = get("schema")
+    assert code == 200
+    assert list(body["sections"]) == list(SECTIONS)
+    for name, cls in SECTIONS.items():
+        assert list(body["sections"][name]["fields"]) == [f.name for f in dataclasses.fields(cls)]
+    lr = body["sections"]["training"]["fields"]["learning_rate"]
+    assert lr == {"type": "float", "default": 2e-4}
+    assert body["sections"]["training"]["fields"]["max_steps"]["type"] == "int | None"
+    assert body["sections"]["model"]["doc"]
+
+
+def test_stop_needs_the_token(post, live):
+    code, body = post(f"runs/{live.record.id}/stop", headers={})
+    assert code == 403
+    code, _ = post(f"runs/{live.record.id}/stop", headers={"Authorization": "token not-the-token"})
+    assert code == 403
+    assert not (live.path / STOP_REQUEST_FILE).exists()
+
+
+def test_stop_writes_the_request_file_of_an_active_run(post, raw_get, live):
+    code, body = post(f"runs/{live.record.id}/stop")
+    assert code == 202, body
+    assert json.loads(body) == {"run_id": live.record.id, "status": "running", "requested": True}
+    request = json.loads((live.path / STOP_REQUEST_FILE).read_text())
+    assert request["requested_at"] and request["by"]
+    code, _ = raw_get(f"runs/{live.record.id}/stop")  # GET is not a way to stop
+    assert code == 405
+
+
+def test_stop_refuses_a_run_that_is_not_active(post, runs, run_root):
+    code, body = post(f"runs/{runs['old']}/stop")
+    assert code == 409
+    assert json.loads(body)["message"] == f"run {runs['old']!r} is finished: only a queued or running run can be stopped"
+    assert not (run_root / runs["old"] / STOP_REQUEST_FILE).exists()
+
+
+@pytest.mark.parametrize("path", ["runs/..%2Foutside/stop", "runs/escape/stop", "runs/%2e%2e/stop", "runs/.hidden/stop",
+                                  "runs/" + quote("../outside", safe="") + "/stop", "runs/a/../../outside/stop",
+                                  "runs/20990101-000000-nope-0000/stop"])
+def test_stop_with_bad_ids_writes_nothing_anywhere(post, runs, jp_root_dir, path):
+    code, body = post(path)
+    assert code in (400, 404), (code, body)
+    assert SECRET not in body
+    assert not list(Path(jp_root_dir).rglob(STOP_REQUEST_FILE))
+
+
+def test_stop_from_the_lab_stops_a_real_training_run(post, get, run_root, tiny_model_dir):
+    """The tiny model trains in a thread of this process (as in a kernel); the server's POST writes the
+    request file, the training callback honours it at the next step: status stopped, checkpoint saved."""
+    import time
+
+    import jupyter_ft
+    from jupyter_ft.training import resume
+    from tests.test_training import make_config
+
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, run_root, max_steps=400, eval_every=1000,
+                                          save_every=1000))
+    progress = run.path / PROGRESS_FILE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(progress.read_text())["step"] >= 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        assert run.status in ("queued", "running"), (run.status, run.error)
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the run never reported step 2 in {PROGRESS_FILE} ({run.status})")
+    code, body = get("runs")
+    (listed,) = [r for r in body["runs"] if r["id"] == run.id]
+    assert listed["status"] == "running" and listed["progress"]["max_steps"] == 400
+    assert listed["progress"]["step"] >= 2 and listed["progress"]["eta"] is not None
+
+    code, body = post(f"runs/{run.id}/stop")
+    assert code == 202, body
+    assert run.wait(120) == "stopped", run.error
+    final = run.summary["global_step"]
+    assert 2 <= final < 400
+    assert run.run_dir.last_checkpoint() is not None and run.run_dir.last_checkpoint().name == f"checkpoint-{final}"
+    assert (run.path / "adapter").is_dir()
+    assert json.loads(progress.read_text())["step"] == final  # the last progress is the stopped step
+    code, body = get("runs", run.id)
+    assert body["status"] == "stopped"
+    code, body = post(f"runs/{run.id}/stop")  # nothing left to stop
+    assert code == 409
+
+    # resuming drops the old request, so it does not stop the resumed run at once
+    again = resume(run.id, root=str(run_root))
+    assert not (run.path / STOP_REQUEST_FILE).exists()
+    again.stop(wait=True, timeout=120)
+
+
+def test_jupyter_labextension_list_shows_the_lab_extension_enabled():
+    """The lab side: built into jupyter_ft/labextension (pip install / make labextension) and found by
+    JupyterLab in the venv's share/jupyter/labextensions."""
+    import jupyter_ft
+
+    built = REPO / "jupyter_ft" / "labextension" / "package.json"
+    if not built.is_file() and not os.environ.get("CI"):
+        pytest.skip("the lab extension is not built (make labextension; needs node)")
+    assert jupyter_ft._jupyter_labextension_paths() == [{"src": "labextension", "dest": "jupyter-ft"}]
+    meta = json.loads(built.read_text())
+    assert meta["name"] == "jupyter-ft" and meta["jupyterlab"]["_build"]["load"].startswith("static/remoteEntry.")
+    jupyter = Path(sys.executable).with_name("jupyter")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_")}
+    env["PATH"] = f"{jupyter.parent}{os.pathsep}{env.get('PATH', '')}"
+    out = subprocess.run([str(jupyter), "labextension", "list"], capture_output=True, text=True, timeout=180, env=env)
+    text = (out.stdout + out.stderr).replace("\x1b[32m", "").replace("\x1b[0m", "")
+    assert any("jupyter-ft" in line and "enabled" in line and "OK" in line for line in text.splitlines()), text

@@ -2,7 +2,8 @@
 (general knowledge and the base model's distribution, measured on the same model with the adapter
 switched off and on, never a second copy in memory).
 
-Both run at every evaluation through :func:`probe_callback`; each measurement is a line of
+They run through :func:`probe_callback`: overfitting at every evaluation, forgetting at the start, every
+``forgetting_every`` evaluations and at the last one; each measurement is a line of
 ``probes.jsonl`` in the run directory and a ``probe`` event. Importing this module stays torch-free: the
 ``TrainerCallback`` class is built on first use, like ``training.run_callback``.
 """
@@ -14,9 +15,10 @@ import math
 import random
 import re
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "ForgettingProbe",
@@ -26,7 +28,6 @@ __all__ = [
     "probe_callback",
 ]
 
-SYSTEM_PROMPT = "Answer with a single word or number."
 SUGGESTIONS = {
     "suspected": "Watch the next evaluations; if the eval loss keeps rising, lower the learning rate or "
                  "train for fewer epochs.",
@@ -115,7 +116,7 @@ class OverfittingProbe:
         self.gap_ratio = gap_ratio
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "OverfittingProbe":
+    def from_config(cls, cfg: Any) -> OverfittingProbe:
         return cls(cfg.patience, cfg.rise_threshold, cfg.gap_ratio)
 
     @staticmethod
@@ -196,36 +197,47 @@ class ForgettingProbe:
     """Measures the live peft model against its own base (``model.disable_adapter()``).
 
     ``measure(model)`` returns mean answer log-likelihood (per token), greedy accuracy and mean per-token
-    KL(base || tuned) on the general prompts, plus the change against the base (cached on first use).
+    KL(base || tuned) over the base model's own replies to general prompts, plus the change against the
+    base (measured and cached on first use).
+
+    Everything is asked in the model's *default* chat format, with no system prompt of ours. An earlier
+    version asked "Answer with a single word or number.": on SmolLM2 tuned on a one-word routing task that
+    instruction triggered the task's format (answers like "capital" or "refund") and reported accuracy
+    22% -> 0% while the same model, asked plainly, still answered as well as its base. The KL is taken where
+    the model speaks (its reply), not on the user's words, which no chat model is ever asked to predict.
     """
 
     def __init__(self, tokenizer: Any, *, items: Sequence[dict[str, Any]] | None = None,
-                 prompts: Sequence[str] | None = None, n_items: int = 32, n_prompts: int = 8,
+                 prompts: Sequence[str] | None = None, n_items: int = 16, n_prompts: int = 6,
                  kl_mild: float = 0.1, kl_severe: float = 0.5, loglik_mild: float = 0.25,
-                 loglik_severe: float = 1.0, seed: int = 0, max_new_tokens: int = 8, batch_size: int = 16,
-                 probe_file: str | None = None) -> None:
+                 loglik_severe: float = 1.0, seed: int = 0, max_new_tokens: int = 8, reply_tokens: int = 12,
+                 batch_size: int = 32, probe_file: str | None = None, system_prompt: str | None = None) -> None:
         self.tokenizer = tokenizer
         all_items = list(items) if items is not None else load_probe_items(probe_file)
         self.items = subset(all_items, n_items, seed)
         self.prompts = list(prompts if prompts is not None else general_prompts())[:n_prompts]
         self.thresholds = {"kl_mild": kl_mild, "kl_severe": kl_severe, "loglik_mild": loglik_mild,
                            "loglik_severe": loglik_severe}
+        self.system_prompt = system_prompt
         self.max_new_tokens = max_new_tokens
+        self.reply_tokens = reply_tokens
         self.batch_size = batch_size
         self.base: dict[str, Any] | None = None
-        self._base_logprobs: list[Any] = []
         self._qa = [self._encode_qa(it) for it in self.items]
-        self._kl = [self._encode(self._chat(p, system=None)) for p in self.prompts]
+        self._kl_prompts = [self._encode(self._chat(p)) for p in self.prompts]
+        self._kl_seqs: list[list[int]] = []  # prompt + the base model's greedy reply
+        self._base_logprobs: list[Any] = []  # base log-probs over each reply's positions
 
     @classmethod
-    def from_config(cls, tokenizer: Any, cfg: Any, seed: int = 0) -> "ForgettingProbe":
+    def from_config(cls, tokenizer: Any, cfg: Any, seed: int = 0) -> ForgettingProbe:
         return cls(tokenizer, n_items=cfg.forgetting_items, n_prompts=cfg.kl_prompts, kl_mild=cfg.kl_mild,
                    kl_severe=cfg.kl_severe, loglik_mild=cfg.loglik_mild, loglik_severe=cfg.loglik_severe,
                    seed=seed, probe_file=cfg.probe_file)
 
     # ------------------------------------------------------------ encoding
-    def _chat(self, prompt: str, system: str | None = SYSTEM_PROMPT) -> str:
+    def _chat(self, prompt: str) -> str:
         tok = self.tokenizer
+        system = self.system_prompt
         if getattr(tok, "chat_template", None):
             messages = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": prompt}]
@@ -248,7 +260,11 @@ class ForgettingProbe:
 
     # ------------------------------------------------------------ measuring
     def measure(self, model: Any) -> dict[str, Any]:
-        """Base values (first call, adapter off) and the tuned state now (adapter on); restores train mode."""
+        """Base values (first call, adapter off) and the tuned state now (adapter on); restores train mode.
+
+        While the adapter is still the identity (LoRA ``B`` all zero, as at step 0) the tuned state *is*
+        the base, so it is not measured twice.
+        """
         import torch
 
         was_training = model.training
@@ -258,8 +274,8 @@ class ForgettingProbe:
             with torch.inference_mode(), _keep_bnb_weights_trainable(model):
                 if self.base is None:
                     with _adapter_disabled(model):
-                        self.base = self._measure(model, keep_logprobs=True)
-                now = self._measure(model, keep_logprobs=False)
+                        self.base = self._measure(model, base=True)
+                now = self.base if _adapter_is_identity(model) else self._measure(model, base=False)
         finally:
             model.train(was_training)
         base = self.base
@@ -286,61 +302,103 @@ class ForgettingProbe:
     def _device(self, model: Any) -> Any:
         return next(p for p in model.parameters()).device
 
-    def _measure(self, model: Any, keep_logprobs: bool) -> dict[str, Any]:
+    def _batch(self, seqs: Sequence[Sequence[int]], left: bool = False) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            where = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[i, where] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, where] = 1
+        return ids, mask
+
+    def _tail_logprobs(self, model: Any, seqs: Sequence[Sequence[int]], keep: int) -> Any:
+        """Log-probs at the last ``keep`` positions of each sequence (left padded, so all end together).
+
+        Only those positions go through the 49k-word LM head and the softmax (``logits_to_keep``): on a CPU
+        the full-vocabulary logits of every prompt token cost more than the transformer layers.
+        """
         import torch
 
         device = self._device(model)
-        pad = self._pad_id()
-        # answer log-likelihood: one forward of prompt + answer, right padded
+        ids, mask = self._batch(seqs, left=True)
+        kwargs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+                  "position_ids": (mask.cumsum(-1) - 1).clamp_min(0).to(device)}
+        try:
+            logits = model(**kwargs, logits_to_keep=keep).logits
+        except TypeError:  # a model class without logits_to_keep
+            logits = model(**kwargs).logits
+        return torch.log_softmax(logits[:, -keep:].float(), dim=-1)
+
+    def _generate(self, model: Any, prompts: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy continuations (token ids, EOS and padding dropped), left-padded batches."""
+        device = self._device(model)
+        eos = self.tokenizer.eos_token_id
+        out: list[list[int]] = []
+        for chunk in _chunks(prompts, self.batch_size):
+            ids, mask = self._batch(chunk, left=True)
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=self._pad_id(), eos_token_id=eos,
+                                 temperature=None, top_p=None, top_k=None)
+            for row in gen[:, ids.shape[1]:].tolist():
+                if eos in row:
+                    row = row[:row.index(eos)]
+                out.append(row)
+        return out
+
+    def _measure(self, model: Any, base: bool) -> dict[str, Any]:
+        import torch
+
+        device = self._device(model)
+        # answer log-likelihood: one forward of prompt + answer per item, batched; the answers end each row
         lls: list[float] = []
         for chunk in _chunks(self._qa, self.batch_size):
-            seqs = [p + a for p, a in chunk]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, s in enumerate(seqs):
-                ids[i, :len(s)] = torch.tensor(s)
-                mask[i, :len(s)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
-            for i, (p, a) in enumerate(chunk):
-                pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
-                target = torch.tensor(a, device=device)
-                lls.append(float(logp[i, pos, target].mean()))
-        # greedy accuracy: short generation, left padded
-        correct = 0
-        outputs: list[str] = []
-        for chunk, items in zip(_chunks(self._qa, self.batch_size), _chunks(self.items, self.batch_size)):
-            prompts = [p for p, _ in chunk]
-            width = max(len(p) for p in prompts)
-            ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, p in enumerate(prompts):
-                ids[i, width - len(p):] = torch.tensor(p)
-                mask[i, width - len(p):] = 1
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                 max_new_tokens=self.max_new_tokens, pad_token_id=pad,
-                                 eos_token_id=self.tokenizer.eos_token_id, temperature=None, top_p=None,
-                                 top_k=None)
-            for i, item in enumerate(items):
-                text = self.tokenizer.decode(gen[i, width:], skip_special_tokens=True)
-                outputs.append(text)
-                correct += is_correct(text, item["answer"])
-        # KL(base || tuned) per token on the general prompts
+            keep = max(len(a) for _, a in chunk) + 1
+            logp = self._tail_logprobs(model, [p + a for p, a in chunk], keep)
+            for i, (_, a) in enumerate(chunk):
+                pos = torch.arange(keep - len(a) - 1, keep - 1, device=device)  # the positions predicting a
+                lls.append(float(logp[i, pos, torch.tensor(a, device=device)].mean()))
+        # greedy accuracy: the answer appears (as whole words) in a short greedy reply
+        outputs = [self.tokenizer.decode(g, skip_special_tokens=True)
+                   for g in self._generate(model, [p for p, _ in self._qa], self.max_new_tokens)]
+        correct = sum(is_correct(text, item["answer"]) for text, item in zip(outputs, self.items))
+        # KL(base || tuned) per token over the base model's own replies to the general prompts
+        if base and self.prompts:
+            replies = self._generate(model, self._kl_prompts, self.reply_tokens)
+            self._kl_seqs = [p + r for p, r in zip(self._kl_prompts, replies)]
         kls: list[float] = []
-        for j, seq in enumerate(self._kl):
-            ids = torch.tensor([seq], device=device)
-            logp = torch.log_softmax(model(input_ids=ids).logits.float()[0], dim=-1)
-            if keep_logprobs:
-                self._base_logprobs.append(logp)
-                kls.append(0.0)
-            else:
-                base = self._base_logprobs[j]
-                kl = (base.exp() * (base - logp)).sum(-1).clamp_min(0.0)
-                kls.append(float(kl.mean()))
+        for start in range(0, len(self._kl_seqs), self.batch_size):
+            chunk = self._kl_seqs[start:start + self.batch_size]
+            # per sequence: the positions predicting each reply token (at least one: the reply's first)
+            spans = [max(len(seq) - len(self._kl_prompts[start + i]), 1) for i, seq in enumerate(chunk)]
+            keep = max(spans) + 1
+            tail = self._tail_logprobs(model, chunk, keep)
+            for i, seq in enumerate(chunk):
+                j = start + i
+                first = keep - 1 - (len(seq) - len(self._kl_prompts[j]))  # predicts the reply's first token
+                logp = tail[i, first:first + spans[i]]
+                if base:
+                    self._base_logprobs.append(logp)
+                    kls.append(0.0)
+                else:
+                    ref = self._base_logprobs[j]
+                    kls.append(float((ref.exp() * (ref - logp)).sum(-1).clamp_min(0.0).mean()))
         n = max(1, len(self.items))
         return {"loglik": sum(lls) / len(lls) if lls else 0.0, "accuracy": correct / n,
                 "kl": sum(kls) / len(kls) if kls else 0.0, "samples": outputs[:5]}
+
+
+def _adapter_is_identity(model: Any) -> bool:
+    """True while every LoRA ``B`` matrix is zero (peft's initialisation): the adapter changes nothing yet."""
+    found = False
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            found = True
+            if bool(p.detach().any()):
+                return False
+    return found
 
 
 class _keep_bnb_weights_trainable:
@@ -366,7 +424,7 @@ class _keep_bnb_weights_trainable:
         for m in self.layers:
             m.training = True
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for m, flag in zip(self.layers, self.flags):
             m.training = flag
 
@@ -381,7 +439,7 @@ class _adapter_disabled:
         if self.ctx is not None:
             self.ctx.__enter__()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.ctx is not None:
             self.ctx.__exit__(*exc)
 
@@ -445,17 +503,19 @@ class _ProbeCallbackMixin:
         t0 = time.perf_counter()
         self.evaluations += 1
         over = self.overfitting.verdict(self.run.history) if self.overfitting is not None else None
+        if (over is not None and self.cfg.early_stop and state.global_step < state.max_steps
+                and self.overfitting.should_stop(over) and not control.should_training_stop):
+            control.should_training_stop = True
+            self.stopped_early_at = state.global_step
+            over["early_stop"] = {"step": state.global_step, "restore_step": over["best_step"]}
+            self.run.emit("warning", message=f"Early stopping at step {state.global_step}: {over['message']} "
+                          f"Restoring the best checkpoint (step {over['best_step']}).")
         forget = None
-        if self.forgetting is not None and self.evaluations % self.cfg.forgetting_every == 0:
+        # every `forgetting_every` evaluations, and always at the last one, so the final verdict is current
+        last = state.global_step >= state.max_steps or control.should_training_stop
+        if self.forgetting is not None and (self.evaluations % self.cfg.forgetting_every == 0 or last):
             forget = self.forgetting.measure(self.run.model)
         self.seconds += time.perf_counter() - t0
-        if over is not None and self.cfg.early_stop and state.global_step < state.max_steps:
-            if self.overfitting.should_stop(over) and not control.should_training_stop:
-                control.should_training_stop = True
-                self.stopped_early_at = state.global_step
-                over["early_stop"] = {"step": state.global_step, "restore_step": over["best_step"]}
-                self.run.emit("warning", message=f"Early stopping at step {state.global_step}: {over['message']} "
-                              f"Restoring the best checkpoint (step {over['best_step']}).")
         self._record(state, overfitting=over, forgetting=forget)
 
     # ------------------------------------------------------------ records

@@ -1,6 +1,6 @@
-"""Jupyter server extension: a read-only REST API over the run store, for the lab sidebar.
+"""Jupyter server extension: a REST API over the run store for the lab extension (read-only but for Stop).
 
-Routes (under ``<base_url>jupyter-ft/api/``, all ``GET``, all require the server's token/cookie):
+Routes (under ``<base_url>jupyter-ft/api/``, ``GET`` unless noted, all require the server's token/cookie):
 
 ``status``                       ``{"version", "run_root", "exists"}``
 ``runs``                         ``{"run_root", "runs": [summary, ...]}`` newest first
@@ -8,6 +8,11 @@ Routes (under ``<base_url>jupyter-ft/api/``, all ``GET``, all require the server
 ``runs/<id>/metrics?since=N``    ``{"run_id", "status", "since", "last_step", "metrics": [...]}`` (steps > N)
 ``runs/<id>/probes?since=N``     the same shape, ``probes.jsonl``
 ``runs/<id>/samples``            ``{"run_id", "samples": [...], "eval": eval.json or null}``
+``schema``                       ``{"sections": {name: {"doc", "fields": {field: {"type", "default"}}}}}``
+``POST runs/<id>/stop``          202 ``{"run_id", "status", "requested": true}``; 409 if the run is not active
+
+Run summaries and records also carry ``progress`` (progress.json: step, max_steps, eta...), ``verdicts``
+(the probes' worst overfitting and forgetting verdicts so far) and ``best_eval_loss`` (so far).
 
 An invalid run id is a 400, an unknown one a 404; both answer JSON ``{"message": ...}``. Ids go
 through :meth:`RunStore.path_of`, so no request reads outside the run root.

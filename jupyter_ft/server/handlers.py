@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from traitlets import Unicode
 from traitlets.config import Configurable
 
 from .. import __version__
-from ..store import RunStore, read_jsonl
+from ..store import ACTIVE, PROGRESS_FILE, STOP_REQUEST_FILE, RunStore, now, read_jsonl, write_json_atomic
 
 API = "jupyter-ft/api"
 # a run id is one path segment; what it may contain is RunStore.path_of's business (400 otherwise)
@@ -49,7 +52,81 @@ def resolve_root(run_root: str, root_dir: str | None) -> Path:
     return path.resolve()
 
 
-def _light(record: dict[str, Any]) -> dict[str, Any]:
+# severity of the probes' verdicts (jupyter_ft.probes._ORDER), to show the worst one seen so far
+_SEVERITY = {"ok": 0, "none": 0, "suspected": 1, "mild": 1, "overfitting": 2, "severe": 2}
+
+
+def _worse(a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if _SEVERITY.get(a, 0) >= _SEVERITY.get(b, 0) else b
+
+
+def read_progress(run_path: Path) -> dict[str, Any] | None:
+    """The training thread's progress.json (step, max_steps, epoch, elapsed, eta, time), if any."""
+    try:
+        with open(run_path / PROGRESS_FILE, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def live_facts(record: dict[str, Any], run_path: Path) -> dict[str, Any]:
+    """What the sidebar shows beyond run.json: progress, the probes' worst verdicts and the best eval loss
+    so far. A finished run has them in its summary; a running one only in its files."""
+    summary = record.get("summary") or {}
+    probes = summary.get("probes") if isinstance(summary.get("probes"), dict) else None
+    best = summary.get("best_eval_loss")
+    if probes is not None:
+        verdicts = {"overfitting": probes.get("overfitting"), "forgetting": probes.get("forgetting")}
+    else:
+        verdicts = {"overfitting": None, "forgetting": None}
+        for row in read_jsonl(run_path / "probes.jsonl"):
+            over, forget = row.get("overfitting"), row.get("forgetting")
+            if isinstance(over, dict):
+                verdicts["overfitting"] = _worse(verdicts["overfitting"], over.get("status"))
+            if isinstance(forget, dict):
+                verdicts["forgetting"] = _worse(verdicts["forgetting"], forget.get("verdict"))
+    if best is None and record.get("status") in ACTIVE:
+        losses = [m["eval_loss"] for m in read_jsonl(run_path / "metrics.jsonl")
+                  if isinstance(m.get("eval_loss"), (int, float))]
+        best = min(losses) if losses else None
+    return {"progress": read_progress(run_path), "verdicts": verdicts, "best_eval_loss": best}
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def config_schema() -> dict[str, Any]:
+    """Sections and fields of FineTuneConfig, for the editor's unknown-key hints. Built from the
+    dataclasses, so a field added to the config is known to the lab without touching the extension."""
+    from ..config import SECTIONS
+
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = None
+            fields[f.name] = {"type": _type_name(hints.get(f.name, Any)),
+                              "default": json.loads(json.dumps(default, default=str))}
+        doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
+        sections[name] = {"doc": doc, "fields": fields}
+    return {"sections": sections}
+
+
+def _light(record: dict[str, Any], run_path: Path) -> dict[str, Any]:
     config = record.get("config") or {}
     brief: dict[str, Any] = {}
     for key, (section, field) in _LIST_CONFIG.items():
@@ -66,6 +143,7 @@ def _light(record: dict[str, Any]) -> dict[str, Any]:
         "error": record.get("error"),
         "summary": record.get("summary") or {},
         "config": brief,
+        **live_facts(record, run_path),
     }
 
 
@@ -122,13 +200,41 @@ class RunsHandler(_Base):
     @tornado.web.authenticated
     def get(self) -> None:
         store = self.store
-        self.reply({"run_root": str(store.root), "runs": [_light(r.to_dict()) for r in store.list()]})
+        runs = [_light(r.to_dict(), store.root / r.id) for r in store.list()]
+        self.reply({"run_root": str(store.root), "runs": runs})
 
 
 class RunHandler(_Base):
     @tornado.web.authenticated
     def get(self, run_id: str) -> None:
-        self.reply(self.open_run(run_id).record.to_dict())
+        rd = self.open_run(run_id)
+        self.reply({**rd.record.to_dict(), **live_facts(rd.record.to_dict(), rd.path)})
+
+
+class StopHandler(_Base):
+    """Stop a run from the lab. The run trains in a thread of some kernel, which the server cannot reach:
+    the request is a file in the run directory, which the training callback checks at every step and
+    honours like ``Run.stop()`` (a checkpoint of that step and the adapter are saved)."""
+
+    @tornado.web.authenticated
+    def post(self, run_id: str) -> None:
+        rd = self.open_run(run_id)
+        status = rd.record.status
+        if status not in ACTIVE:
+            raise tornado.web.HTTPError(409, "run %r is %s: only a queued or running run can be stopped",
+                                        run_id, status)
+        try:
+            write_json_atomic(rd.path / STOP_REQUEST_FILE, {"requested_at": now(), "by": "jupyter-ft lab extension"})
+        except OSError as exc:
+            raise tornado.web.HTTPError(500, "could not write the stop request of run %r: %s", run_id, exc) from None
+        self.set_status(202)
+        self.reply({"run_id": rd.record.id, "status": status, "requested": True})
+
+
+class SchemaHandler(_Base):
+    @tornado.web.authenticated
+    def get(self) -> None:
+        self.reply(config_schema())
 
 
 class _SeriesHandler(_Base):
@@ -182,5 +288,7 @@ def setup_handlers(server_app: Any) -> None:
         (url_path_join(base, "runs", _ID, "metrics") + "/?", MetricsHandler),
         (url_path_join(base, "runs", _ID, "probes") + "/?", ProbesHandler),
         (url_path_join(base, "runs", _ID, "samples") + "/?", SamplesHandler),
+        (url_path_join(base, "runs", _ID, "stop") + "/?", StopHandler),
+        (url_path_join(base, "schema") + "/?", SchemaHandler),
     ])
     server_app.log.info("jupyter-ft: serving runs under %s at %s", root, base)

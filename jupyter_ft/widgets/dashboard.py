@@ -27,6 +27,7 @@ import html
 import json
 import math
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -843,13 +844,18 @@ class StaticDashboard(Dashboard):
 
 # =========================================================================== choosing one
 _DASHBOARDS: dict[str, type[Dashboard]] = {"widget": WidgetDashboard, "static": StaticDashboard}
+_AUTO_MODE: str | None = None  # what "auto" picks when an adapter claimed it (Colab); None: widget or static
 
 
-def register_dashboard(mode: str, cls: type[Dashboard]) -> None:
-    """Make ``dashboard_for(..., mode=mode)`` build ``cls`` (the hook for a Colab adapter)."""
+def register_dashboard(mode: str, cls: type[Dashboard], *, default: bool = False) -> None:
+    """Make ``dashboard_for(..., mode=mode)`` build ``cls`` (the hook for a Colab adapter); with
+    ``default=True`` ``"auto"`` picks it too (``JUPYTER_FT_DASHBOARD`` still overrides)."""
+    global _AUTO_MODE
     if not (isinstance(cls, type) and issubclass(cls, Dashboard)):
         raise TypeError(f"{cls!r} is not a Dashboard subclass")
     _DASHBOARDS[mode] = cls
+    if default:
+        _AUTO_MODE = mode
 
 
 def dashboard_for(run_or_dir: Any, mode: str = "auto", **kwargs: Any) -> Dashboard:
@@ -859,7 +865,7 @@ def dashboard_for(run_or_dir: Any, mode: str = "auto", **kwargs: Any) -> Dashboa
     if mode in (None, "", "auto"):
         mode = os.environ.get("JUPYTER_FT_DASHBOARD", "").strip().lower() or "auto"
     if mode == "auto":
-        mode = "widget" if _widget_frontend() else "static"
+        mode = _AUTO_MODE or ("widget" if _widget_frontend() else "static")
     try:
         cls = _DASHBOARDS[mode]
     except KeyError:
@@ -878,7 +884,9 @@ def _shell_name() -> str | None:
 
 
 def _widget_frontend() -> bool:
-    if _shell_name() != "ZMQInteractiveShell":
+    # Colab's shell is a ZMQInteractiveShell subclass named "Shell"; its widgets work from the main thread
+    # once jupyter_ft.widgets.colab enabled the custom widget manager.
+    if _shell_name() != "ZMQInteractiveShell" and not (_shell_name() and "google.colab" in sys.modules):
         return False
     try:
         import ipywidgets  # noqa: F401

@@ -44,7 +44,8 @@ Buttons:
   change, so a click copies inside the user's gesture, with no round trip through the kernel (Firefox and
   Safari refuse clipboard writes that are not). ``form.copy()`` asks for a copy from Python (the
   ``request`` counter); browsers may refuse that one, and then the text area is there to copy by hand.
-  :meth:`ConfigForm.to_cell_text` returns the same text.
+  :meth:`ConfigForm.to_cell_text` returns the same text. In JupyterLab with the jupyter-ft lab extension
+  the click also writes the text as a new cell below the form (a DOM event the extension answers).
 
 The round trip form -> YAML -> form gives the same config, except for an in-memory source: YAML can only
 say ``<in-memory list>``, so the copied cell has to be given the data again.
@@ -95,11 +96,17 @@ _INT = re.compile(r"^[-+]?[0-9][0-9_]*$")
 
 # --------------------------------------------------------------------------- clipboard
 class ClipboardButton(anywidget.AnyWidget):
-    """A button that copies ``text`` to the browser clipboard.
+    """A button that copies ``text`` to the browser clipboard and, in JupyterLab, writes it as a new cell.
 
     A click copies in the browser (inside the user's gesture) and then runs the ``on_click`` callbacks in
     the kernel. ``copy()`` asks the browser to copy from Python: it bumps ``request``, which the
     JavaScript watches. The browser reports the outcome in ``status`` ("copied" or "not copied: ...").
+
+    With ``insert_cell`` (the default) a click also dispatches a bubbling DOM ``CustomEvent``
+    ``jupyter-ft:insert-cell`` with ``detail.text``; the jupyter-ft JupyterLab extension answers it by
+    inserting a code cell with the text below the cell holding the button, and marks the event handled
+    (``preventDefault``), which the button reports by bumping ``inserted``. Where nothing listens (Colab,
+    VS Code, classic Notebook) the event goes unanswered and the clipboard is the way.
     """
 
     _esm = r"""
@@ -130,6 +137,16 @@ class ClipboardButton(anywidget.AnyWidget):
       button.addEventListener("click", () => {
         if (button.disabled) return;
         write(model);
+        if (model.get("insert_cell")) {
+          const ev = new CustomEvent("jupyter-ft:insert-cell", {
+            detail: { text: model.get("text") }, bubbles: true, cancelable: true, composed: true,
+          });
+          el.dispatchEvent(ev);  // synchronous: a listener has answered when it returns
+          if (ev.defaultPrevented) {
+            model.set("inserted", model.get("inserted") + 1);
+            model.save_changes();  // reaches the kernel before the click message below
+          }
+        }
         model.send({ event: "click" });
       });
       el.appendChild(button);
@@ -145,6 +162,8 @@ class ClipboardButton(anywidget.AnyWidget):
     disabled = traitlets.Bool(False).tag(sync=True)
     request = traitlets.Int(0).tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
+    insert_cell = traitlets.Bool(True).tag(sync=True)
+    inserted = traitlets.Int(0).tag(sync=True)  # clicks a JupyterLab extension answered with a new cell
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -597,7 +616,10 @@ class ConfigForm:
         self.copy_button.text = text
         self.cell_text.value = text
         self.cell_text.layout.display = None
-        self.status.value = "Copied the %%finetune cell; paste it into a new cell."
+        inserted = self.copy_button.inserted != getattr(self, "_inserted_seen", 0)
+        self._inserted_seen = self.copy_button.inserted
+        self.status.value = ("Wrote the %%finetune cell below this one (and copied it)." if inserted
+                             else "Copied the %%finetune cell; paste it into a new cell.")
         return text
 
     def _on_copy_status(self, change: Any) -> None:

@@ -1,0 +1,197 @@
+"""Export a run to a team's experiment tracker through the Trainer's own integrations.
+
+``training.report_to: [mlflow]`` (or ``tensorboard``, ``trackio``) is handed to ``TrainingArguments.report_to``,
+so the Trainer's callbacks log the training curves the way every transformers user knows. This module adds
+what those callbacks cannot know: the jupyter-ft config as parameters, the run and sweep ids as tags, and the
+final summary (final/best losses, probe verdicts) once the run ended. The local run store stays the source of
+truth for the notebook; a tracker that fails never fails the run.
+
+Importing this module is cheap (the config validation imports it); mlflow loads only inside a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import math
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from .config import Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .training import Run
+
+__all__ = ["INTEGRATIONS", "flatten", "normalize_report_to", "report_to_problems", "tracking_session"]
+
+log = logging.getLogger(__name__)
+
+# name -> (modules, any of which makes it available; the pip install that provides one)
+INTEGRATIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "mlflow": (("mlflow",), "pip install mlflow-skinny  (or mlflow)"),
+    "tensorboard": (("tensorboard", "tensorboardX"), "pip install tensorboard"),
+    "trackio": (("trackio",), "pip install trackio"),
+}
+
+
+def normalize_report_to(value: Any) -> list[str]:
+    """``"mlflow"`` / ``["mlflow"]`` / ``"none"`` / ``None`` as a list of integration names."""
+    if value is None or value == "none" or value == ["none"]:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def _installed(name: str) -> bool:
+    modules, _ = INTEGRATIONS[name]
+    for module in modules:
+        try:
+            if importlib.util.find_spec(module) is not None:
+                return True
+        except (ImportError, ValueError):
+            continue
+    return False
+
+
+def report_to_problems(value: Any) -> list[Problem]:
+    """Every problem with ``training.report_to``: not a list of names, unknown names, uninstalled trackers."""
+    import difflib
+
+    path = "training.report_to"
+    if not (value is None or isinstance(value, str) or
+            (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))):
+        return [Problem(path, "must be a list of tracker names", value,
+                        f"e.g. [mlflow]; known: {', '.join(INTEGRATIONS)}")]
+    problems = []
+    for name in normalize_report_to(value):
+        if name not in INTEGRATIONS:
+            match = difflib.get_close_matches(name, list(INTEGRATIONS), n=1, cutoff=0.6)
+            hint = f"Did you mean '{match[0]}'?" if match else f"Supported: {', '.join(INTEGRATIONS)}"
+            problems.append(Problem(path, "unknown tracker", name, hint))
+        elif not _installed(name):
+            problems.append(Problem(path, f"'{name}' is not installed in this kernel's environment", name,
+                                    f"Install it ({INTEGRATIONS[name][1]}) and restart the kernel, or remove it"))
+    return problems
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training": {"learning_rate": 1e-4}}`` -> ``{"training.learning_rate": 1e-4}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def final_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of a run's summary that a tracker plots as final metrics (``final/...``)."""
+    keys = ("final_train_loss", "final_eval_loss", "best_eval_loss", "best_eval_step", "global_step",
+            "tokens_seen", "mean_tokens_per_s", "train_seconds")
+    out = {f"final/{k}": v for k in keys if (v := _number(summary.get(k))) is not None}
+    probes = summary.get("probes") or {}
+    for k in ("kl", "loglik_drop", "accuracy", "base_accuracy"):
+        if (v := _number(probes.get(k))) is not None:
+            out[f"final/probes.{k}"] = v
+    return out
+
+
+@contextlib.contextmanager
+def tracking_session(run: "Run", trainer: Any = None) -> Iterator[None]:
+    """Around ``trainer.train()`` in the training thread: open the tracker runs the Trainer's callbacks then
+    log into, and close them with the run's outcome and final summary. When MLflow cannot start (a bad
+    tracking URI, a store it refuses), the Trainer's MLflow callback is removed, so the run trains anyway
+    and says why in a warning."""
+    names = normalize_report_to(run.config.training.report_to)
+    if "mlflow" not in names:
+        yield
+        return
+    mlflow_run = _mlflow_start(run)
+    if mlflow_run is None and trainer is not None:
+        from transformers.integrations import MLflowCallback
+
+        trainer.remove_callback(MLflowCallback)
+    status = "FAILED"
+    try:
+        yield
+        status = "KILLED" if run._stop.is_set() else "FINISHED"
+    finally:
+        if mlflow_run is not None:
+            _mlflow_end(run, mlflow_run, status)
+
+
+def _mlflow_start(run: "Run") -> Any:
+    """Start the MLflow run ourselves (in this thread), so that the Trainer's ``MLflowCallback`` logs into it
+    instead of opening and closing its own: the final evaluation and the summary then land in the same run."""
+    try:
+        import os
+
+        import mlflow
+
+        if os.environ.get("MLFLOW_TRACKING_URI"):  # read per run, so changing it in the notebook takes effect
+            mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+            mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+        if mlflow.active_run() is not None:  # a leftover in this thread from a crashed run
+            mlflow.end_run("KILLED")
+        record = run.run_dir.record
+        tags = {"jupyter_ft.run_id": record.id, "jupyter_ft.run_dir": str(run.run_dir.path),
+                "jupyter_ft.tags": ",".join(record.tags or [])}
+        if record.sweep:
+            tags["jupyter_ft.sweep_id"] = str(record.sweep.get("id"))
+            tags["jupyter_ft.sweep_index"] = str(record.sweep.get("index"))
+        active = mlflow.start_run(run_name=record.name, tags=tags)
+        limit = getattr(mlflow.utils.validation, "MAX_PARAM_VAL_LENGTH", 250)
+        params = {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:limit]
+                  for k, v in flatten(record.config).items()}
+        for key, value in (record.sweep or {}).get("params", {}).items():
+            params[f"sweep.{key}"] = str(value)[:limit]
+        items = list(params.items())
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            mlflow.log_params(dict(items[i:i + 100]))
+        return active
+    except Exception as exc:  # noqa: BLE001 - a tracker never fails the run
+        message = f"MLflow export could not start (the run trains without it): {exc}"
+        log.warning("jupyter-ft: %s", message)
+        run.run_dir.record.warnings.append(message)
+        run.run_dir.save()
+        run.emit("warning", message=message)
+        return None
+
+
+def _mlflow_end(run: "Run", active: Any, status: str) -> None:
+    try:
+        import mlflow
+
+        summary = run.run_dir.record.summary or {}
+        metrics = final_metrics(summary)
+        step = int(summary.get("global_step") or 0)
+        if metrics:
+            mlflow.log_metrics(metrics, step=step)
+        table = {"run_id": run.id, "name": run.name, "status": status.lower(), **summary}
+        mlflow.log_dict(table, "jupyter_ft/summary.json")
+        probes = summary.get("probes") or {}
+        verdicts = {f"jupyter_ft.{k}": str(probes[k]) for k in ("overfitting", "forgetting") if probes.get(k)}
+        if verdicts:
+            mlflow.set_tags(verdicts)
+        mlflow.flush_async_logging() if hasattr(mlflow, "flush_async_logging") else None
+    except Exception as exc:  # noqa: BLE001
+        log.warning("jupyter-ft: MLflow export of the summary failed: %s", exc)
+    finally:
+        try:
+            import mlflow
+
+            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == active.info.run_id:
+                mlflow.end_run(status)
+        except Exception:  # noqa: BLE001
+            pass

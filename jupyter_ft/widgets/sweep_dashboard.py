@@ -1,0 +1,498 @@
+"""One dashboard for a whole sweep: progress over the runs, overlaid loss curves coloured by run, a live table.
+
+The same layering as :mod:`jupyter_ft.widgets.dashboard`: a plain-Python :class:`SweepState` fed by run events,
+a :class:`SweepDashboard` interface that buffers those events (the handlers run in the training thread) and
+flushes at most once per ``min_interval`` from a timer, and two views: :class:`WidgetSweepDashboard`
+(ipywidgets + a plotly ``FigureWidget``, with "Stop sweep" and "Skip run" buttons) and
+:class:`StaticSweepDashboard` (a text line updated in place, then the figure and the table once the sweep ends)
+for nbconvert, ``jupyter execute`` and terminal IPython. :func:`sweep_dashboard_for` picks one;
+:func:`register_sweep_dashboard` plugs in another (a Colab adapter).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..compare import PALETTE, RunCurves, overlay_figure
+from .dashboard import STATUS_COLORS, Series, _finite, _shell_name, _show, _widget_frontend, figure_bundle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..sweep import Sweep
+    from ..training import Event
+
+__all__ = ["SweepDashboard", "SweepState", "StaticSweepDashboard", "WidgetSweepDashboard",
+           "register_sweep_dashboard", "sweep_dashboard_for"]
+
+STATUS_COLORS = {**STATUS_COLORS, "cancelled": "#adb5bd"}
+
+
+class SweepRunState:
+    """What the dashboard knows about one run of the sweep."""
+
+    def __init__(self, run: Any, index: int, label: str, color: str) -> None:
+        self.run_id = run.id
+        self.index = index
+        self.name = run.name
+        self.label = label
+        self.color = color
+        self.status = run.status
+        self.error: str | None = run.error
+        self.step: int | None = None
+        self.max_steps: int | None = None
+        self.loss = Series()
+        self.eval_loss = Series()
+
+    def add(self, entry: dict[str, Any]) -> set[str]:
+        step = entry.get("step")
+        if step is None:
+            return set()
+        dirty = set()
+        if _finite(entry.get("loss")):
+            self.loss.add(step, float(entry["loss"]))
+            dirty |= {"curves", "table"}
+        if _finite(entry.get("eval_loss")):
+            self.eval_loss.add(step, float(entry["eval_loss"]))
+            dirty |= {"curves", "table"}
+        return dirty
+
+    @property
+    def best_eval(self) -> float | None:
+        return min(self.eval_loss.y) if self.eval_loss.y else None
+
+    def curves(self, best: bool = False) -> RunCurves:
+        return RunCurves(self.run_id, self.label, self.color, (list(self.loss.x), list(self.loss.y)),
+                         (list(self.eval_loss.x), list(self.eval_loss.y)), best=best)
+
+
+class SweepState:
+    """The sweep as the views show it; built from the sweep's runs and updated by their events."""
+
+    def __init__(self, sweep: "Sweep") -> None:
+        from ..sweep import params_text
+
+        self.sweep = sweep
+        self.name = sweep.name
+        keys = sweep.keys
+        self.runs = [SweepRunState(run, i, f"{run.name} ({params_text(p.params, keys)})" if keys else run.name,
+                                   PALETTE[i % len(PALETTE)])
+                     for i, (run, p) in enumerate(zip(sweep.runs, sweep.plan.points))]
+        self.by_id = {r.run_id: r for r in self.runs}
+        self.keys = keys
+
+    def load(self) -> None:
+        """Snapshot every run (history and status so far)."""
+        for rs, run in zip(self.runs, self.sweep.runs):
+            rs.loss.clear()
+            rs.eval_loss.clear()
+            for entry in list(run.history):
+                rs.add(entry)
+            rs.status, rs.error = self.sweep.status_of(run), run.error
+            if run.progress:
+                rs.step, rs.max_steps = run.progress.get("step"), run.progress.get("max_steps")
+
+    def apply(self, event: "Event") -> set[str]:
+        rs = self.by_id.get(event.run_id)
+        if rs is None:
+            return set()
+        data = event.data or {}
+        if event.kind == "status":
+            run = self.sweep.runs[rs.index]
+            rs.status = self.sweep.status_of(run) if data.get("status") == "stopped" else data.get("status", rs.status)
+            rs.error = data.get("error")
+            return {"table", "progress", "status"}
+        if event.kind == "progress":
+            rs.step, rs.max_steps = data.get("step", rs.step), data.get("max_steps", rs.max_steps)
+            return {"progress", "table"}
+        if event.kind in ("log", "eval"):
+            return rs.add(dict(data))
+        return set()
+
+    # ------------------------------------------------------------ reading
+    @property
+    def ended(self) -> int:
+        return sum(r.status in ("finished", "stopped", "failed", "interrupted", "cancelled") for r in self.runs)
+
+    @property
+    def status(self) -> str:
+        return self.sweep.status
+
+    def best(self) -> SweepRunState | None:
+        scored = [r for r in self.runs if r.best_eval is not None]
+        return min(scored, key=lambda r: r.best_eval) if scored else None  # type: ignore[arg-type, return-value]
+
+    def current(self) -> SweepRunState | None:
+        return next((r for r in self.runs if r.status in ("running", "stopping")), None)
+
+    def progress_text(self) -> str:
+        n = len(self.runs)
+        parts = [f"{self.ended}/{n} runs done"]
+        counts: dict[str, int] = {}
+        for r in self.runs:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        parts.append(", ".join(f"{c} {s}" for s, c in counts.items()))
+        cur = self.current()
+        if cur is not None:
+            step = f" · step {cur.step}/{cur.max_steps}" if cur.step is not None else " · loading"
+            parts.append(f"now: run {cur.index + 1}/{n} {cur.label}{step}")
+        best = self.best()
+        if best is not None:
+            parts.append(f"best eval loss {best.best_eval:.4f} ({best.name})")
+        return " · ".join(parts)
+
+    def text_line(self) -> str:
+        return f"sweep {self.name} ({self.sweep.id}): {self.status} · {self.progress_text()}"
+
+    def rows(self) -> list[dict[str, Any]]:
+        from ..sweep import format_value
+
+        best = self.best()
+        out = []
+        for r, point in zip(self.runs, self.sweep.plan.points):
+            row: dict[str, Any] = {"#": r.index + 1, "run": r.name}
+            row.update({k.rsplit(".", 1)[-1]: format_value(point.params.get(k)) for k in self.keys})
+            row["status"] = r.status
+            row["step"] = "" if r.step is None else f"{r.step}/{r.max_steps}"
+            row["loss"] = f"{r.loss.y[-1]:.4f}" if r.loss.y else ""
+            row["best eval"] = f"{r.best_eval:.4f}" if r.best_eval is not None else ""
+            row["_best"] = best is r
+            row["_color"] = r.color
+            out.append(row)
+        return out
+
+    def table_html(self) -> str:
+        rows = self.rows()
+        if not rows:
+            return "<p>no runs</p>"
+        cols = [c for c in rows[0] if not c.startswith("_")]
+        head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(c)}</th>" for c in cols)
+        body = []
+        for row in rows:
+            style = "font-weight:bold;background:#fff8dc" if row["_best"] else ""
+            cells = []
+            for c in cols:
+                value = html.escape(str(row[c]))
+                if c == "#":
+                    value = f"<span style='color:{row['_color']}'>■</span> {value}"
+                if c == "status":
+                    color = STATUS_COLORS.get(row[c], "#6c757d")
+                    value = f"<span style='color:{color};font-weight:600'>{value}</span>"
+                cells.append(f"<td style='text-align:left;padding:2px 8px'>{value}</td>")
+            body.append(f"<tr style='{style}'>{''.join(cells)}</tr>")
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+    def table_text(self) -> str:
+        rows = self.rows()
+        cols = [c for c in rows[0] if not c.startswith("_")] if rows else []
+        cells = [[str(r[c]) for c in cols] for r in rows]
+        widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join([fmt.format(*cols)] + [fmt.format(*x) for x in cells])
+
+    def curves(self) -> list[RunCurves]:
+        best = self.best()
+        return [r.curves(best=r is best) for r in self.runs]
+
+    def figure(self) -> Any:
+        return overlay_figure(self.curves(), title=f"sweep {self.name}: loss by run")
+
+
+# =========================================================================== the interface
+class SweepDashboard:
+    """A sweep's dashboard; construct and ``display()`` it in the main thread.
+
+    The event handler (training thread) only buffers; a ``threading.Timer`` flushes at most once per
+    ``min_interval`` seconds, a ``status`` event flushes at once. ``auto_flush=False`` leaves flushing to
+    :meth:`refresh` (the polling adapter Colab needs).
+    """
+
+    kind = "base"
+    default_interval = 0.5
+
+    def __init__(self, sweep: "Sweep", *, min_interval: float | None = None, auto_flush: bool | None = None) -> None:
+        self.sweep = sweep
+        self.min_interval = self.default_interval if min_interval is None else float(min_interval)
+        self.auto_flush = self._default_auto_flush() if auto_flush is None else bool(auto_flush)
+        self.flushes = 0
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.RLock()
+        self._timer: threading.Timer | None = None
+        self._last_flush = float("-inf")
+        self._closed = False
+        self.state = SweepState(sweep)
+        self._build()
+        self._unsubscribe: Callable[[], None] | None = sweep.subscribe(self._on_event)
+        with self._flush_lock:
+            self.state.load()
+            self._render({"curves", "table", "progress", "status"})
+
+    # ------------------------------------------------------------ for the views
+    def _build(self) -> None:
+        """Create the views (main thread)."""
+
+    def _render(self, parts: set[str]) -> None:
+        """Bring the views up to date for the stale ``parts``; under the flush lock."""
+
+    def display(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        self.refresh()
+
+    def _default_auto_flush(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------ events
+    def _on_event(self, event: "Event") -> None:
+        with self._lock:
+            self._pending.append(event)
+            if self._closed or not self.auto_flush:
+                return
+            if event.kind != "status":
+                if self._timer is None:
+                    self._start_timer(self._last_flush + self.min_interval - time.monotonic())
+                return
+        self.refresh()
+
+    def _start_timer(self, delay: float) -> None:  # with self._lock held
+        timer = threading.Timer(max(0.0, delay), self._on_timer)
+        timer.daemon = True
+        timer.name = "jupyter-ft-sweep-dashboard-flush"
+        self._timer = timer
+        timer.start()
+
+    def _on_timer(self) -> None:
+        try:
+            self.refresh()
+        finally:
+            with self._lock:
+                self._timer = None
+                if self._pending and not self._closed and self.auto_flush:
+                    self._start_timer(self.min_interval)
+
+    def refresh(self) -> bool:
+        """Apply the buffered events and render what changed; safe from any thread."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if batch:
+                    self._last_flush = time.monotonic()
+            if not batch:
+                return False
+            dirty: set[str] = set()
+            for event in batch:
+                dirty |= self.state.apply(event)
+            if dirty:
+                self._render(dirty)
+                self.flushes += 1
+            return True
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
+        """Block until every run ended, refreshing meanwhile, then ``finish()``; returns the sweep status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.sweep.done:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            current = self.sweep.current
+            if current is not None:
+                current.wait(poll)
+            self.refresh()
+        self.refresh()
+        if self.sweep.done:
+            self.finish()
+        return self.sweep.status
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.refresh()
+
+    # ------------------------------------------------------------ control (the buttons call these)
+    def stop_sweep(self) -> None:
+        """Stop the current run and cancel the rest."""
+        self.sweep.stop(cancel_rest=True)
+
+    def skip_run(self) -> None:
+        """Stop only the current run; the sweep goes on with the next."""
+        self.sweep.stop(cancel_rest=False)
+
+    def figure(self) -> Any:
+        self.refresh()
+        with self._flush_lock:
+            return self.state.figure()
+
+    def _ipython_display_(self) -> None:
+        self.display()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.state.text_line()}>"
+
+
+# =========================================================================== widget view
+class WidgetSweepDashboard(SweepDashboard):
+    """ipywidgets + ``FigureWidget``. Parts: ``status_badge``, ``progress_bar`` (runs ended / total),
+    ``progress_label``, ``stop_button`` (stop the current run, cancel the rest), ``skip_button`` (stop only
+    the current run), ``fig`` (two traces per run: train, eval), ``table`` (HTML), ``widget``."""
+
+    kind = "widget"
+
+    def _build(self) -> None:
+        import ipywidgets as W
+        import plotly.graph_objects as go
+
+        self.fig = go.FigureWidget(self.state.figure())
+        self.status_badge = W.HTML()
+        self.progress_bar = W.IntProgress(min=0, max=max(1, len(self.state.runs)), value=0,
+                                          layout=W.Layout(width="200px"))
+        self.progress_label = W.HTML()
+        self.stop_button = W.Button(description="Stop sweep", icon="stop", button_style="danger",
+                                    tooltip="Stop the current run (checkpoint saved) and cancel the runs still queued",
+                                    layout=W.Layout(width="auto"))
+        self.skip_button = W.Button(description="Skip run", icon="forward", button_style="warning",
+                                    tooltip="Stop only the current run; the sweep goes on with the next",
+                                    layout=W.Layout(width="auto"))
+        self.stop_button.on_click(lambda _b: self._on_stop(cancel_rest=True))
+        self.skip_button.on_click(lambda _b: self._on_stop(cancel_rest=False))
+        self.table = W.HTML()
+        header = W.HBox([self.status_badge, self.progress_bar, self.stop_button, self.skip_button],
+                        layout=W.Layout(align_items="center", flex_flow="row wrap", gap="8px"))
+        self.widget = W.VBox([header, self.progress_label, self.fig, self.table])
+
+    def _on_stop(self, cancel_rest: bool) -> None:
+        self.stop_button.disabled = True
+        if cancel_rest:
+            self.skip_button.disabled = True
+            self.stop_sweep()
+        else:
+            self.skip_run()
+            self.stop_button.disabled = False
+
+    def _render(self, parts: set[str]) -> None:
+        st = self.state
+        if "curves" in parts:
+            best = st.best()
+            with self.fig.batch_update():
+                for r in st.runs:
+                    train, evaluation = self.fig.data[2 * r.index], self.fig.data[2 * r.index + 1]
+                    width = 3.0 if r is best else 1.6
+                    train.update(x=list(r.loss.x), y=list(r.loss.y), line={"width": width},
+                                 name=("★ " if r is best else "") + r.label)
+                    evaluation.update(x=list(r.eval_loss.x), y=list(r.eval_loss.y), line={"width": width})
+        if parts & {"progress", "status", "table"}:
+            self.progress_bar.value = st.ended
+            self.progress_bar.bar_style = {"finished": "success", "failed": "danger"}.get(st.status, "")
+            self.progress_label.value = html.escape(st.progress_text())
+            color = STATUS_COLORS.get(st.status, "#1f77b4")
+            self.status_badge.value = (f'<span style="background:{color};color:white;border-radius:4px;'
+                                       f'padding:2px 8px;font-weight:600">sweep {html.escape(st.status)}</span>')
+            running = not self.sweep.done
+            self.stop_button.disabled = not running or st.status == "stopping"
+            self.skip_button.disabled = not running or st.current() is None
+        if "table" in parts:
+            self.table.value = st.table_html()
+
+    def display(self) -> None:
+        from IPython.display import display
+
+        self.fig._repr_mimebundle_()  # sync traces set before the first display (see WidgetDashboard.display)
+        display({"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                              "model_id": self.widget.model_id},
+                 "text/plain": self.state.text_line()}, raw=True)
+
+    def finish(self) -> None:
+        self.refresh()
+        with self._flush_lock:
+            self._render({"curves", "table", "progress", "status"})
+            self.fig._repr_mimebundle_()
+
+
+# =========================================================================== static view
+class StaticSweepDashboard(SweepDashboard):
+    """No widget frontend: one text line updated in place (at most every ``min_interval`` seconds), then,
+    when the sweep ends with the cell still waiting, the overlaid loss figure and the table of runs."""
+
+    kind = "static"
+    default_interval = 3.0
+
+    def _build(self) -> None:
+        self._handle: Any = None
+        self._last_line: str | None = None
+        self._finished = False
+
+    def _default_auto_flush(self) -> bool:
+        return _shell_name() == "ZMQInteractiveShell"
+
+    def display(self) -> None:
+        with self._flush_lock:
+            self._last_line = self.state.text_line()
+            self._handle = _show({"text/plain": self._last_line}, display_id=True)
+        if self.sweep.done:
+            self.finish()
+
+    def _render(self, parts: set[str]) -> None:
+        if self._handle is None:
+            return
+        line = self.state.text_line()
+        if line != self._last_line:
+            self._last_line = line
+            _show({"text/plain": line}, handle=self._handle)
+
+    def finish(self) -> None:
+        self.refresh()
+        with self._flush_lock:
+            if self._finished:
+                return
+            self._finished = True
+            if self._handle is None:
+                self._handle = _show({"text/plain": self.state.text_line()}, display_id=True)
+            self._render({"status"})
+            fig = self.state.figure()
+            table = {"text/plain": self.state.table_text(), "text/html": self.state.table_html()}
+        _show(figure_bundle(fig, self.state.text_line()))
+        _show(table)
+
+
+# =========================================================================== choosing one
+_SWEEP_DASHBOARDS: dict[str, type[SweepDashboard]] = {"widget": WidgetSweepDashboard, "static": StaticSweepDashboard}
+
+
+def register_sweep_dashboard(mode: str, cls: type[SweepDashboard]) -> None:
+    """Make ``sweep_dashboard_for(..., mode=mode)`` build ``cls`` (e.g. a Colab adapter)."""
+    if not (isinstance(cls, type) and issubclass(cls, SweepDashboard)):
+        raise TypeError(f"{cls!r} is not a SweepDashboard subclass")
+    _SWEEP_DASHBOARDS[mode] = cls
+
+
+def sweep_dashboard_for(sweep: "Sweep", mode: str = "auto", **kwargs: Any) -> SweepDashboard:
+    """``"widget"`` in a Jupyter kernel with ipywidgets, else ``"static"``; ``JUPYTER_FT_DASHBOARD`` overrides
+    ``"auto"`` as for a single run's dashboard (a mode with no sweep view falls back to the automatic one)."""
+    from . import dashboard as _single
+
+    if mode in (None, "", "auto"):
+        mode = os.environ.get("JUPYTER_FT_DASHBOARD", "").strip().lower() or "auto"
+    if mode == "auto":
+        claimed = getattr(_single, "_AUTO_MODE", None)  # an adapter (Colab) took over the single-run "auto"
+        if claimed:
+            # Without a sweep view of that adapter, widgets updated from the training thread may freeze
+            # there (Colab drops them): the static view is the one that works everywhere.
+            mode = claimed if claimed in _SWEEP_DASHBOARDS else "static"
+        else:
+            mode = "widget" if _widget_frontend() else "static"
+    elif mode not in _SWEEP_DASHBOARDS:  # a single-run-only mode: the static view
+        mode = "static"
+    try:
+        cls = _SWEEP_DASHBOARDS[mode]
+    except KeyError:
+        raise ValueError(f"unknown dashboard mode {mode!r}; choose one of auto, "
+                         f"{', '.join(_SWEEP_DASHBOARDS)}") from None
+    return cls(sweep, **kwargs)

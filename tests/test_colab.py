@@ -1,0 +1,320 @@
+"""The Colab adapter against a fake ``google.colab`` that records registrations and lets the test play the
+browser: invoke the registered poll/stop callbacks the way ``google.colab.kernel.invokeFunction`` does.
+Runs are real tiny-model runs in the background thread."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jupyter_ft
+from jupyter_ft.store import RunStore
+from jupyter_ft.training import Event
+from jupyter_ft.widgets import dashboard as dashboard_mod
+from jupyter_ft.widgets.colab import ColabDashboard, TrackedSeries, in_colab, setup_colab
+from jupyter_ft.widgets.dashboard import dashboard_for
+from test_training import make_config  # noqa: E402 - the shared tiny-run config
+
+
+class FakeColab:
+    """``google``, ``google.colab`` and ``google.colab.output`` with the two functions jupyter-ft calls."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, Any] = {}
+        self.widget_manager_calls = 0
+        self.google = types.ModuleType("google")
+        self.google.__path__ = []  # a package
+        self.colab = types.ModuleType("google.colab")
+        self.colab.__path__ = []
+        self.output = types.ModuleType("google.colab.output")
+        self.output.register_callback = self.register_callback
+        self.output.enable_custom_widget_manager = self.enable_custom_widget_manager
+        self.colab.output = self.output
+        self.google.colab = self.colab
+
+    def register_callback(self, name: str, callback: Any) -> None:
+        self.callbacks[name] = callback
+
+    def enable_custom_widget_manager(self) -> None:
+        self.widget_manager_calls += 1
+
+    def invoke(self, name: str, *args: Any) -> Any:
+        """What ``google.colab.kernel.invokeFunction(name, args, {})`` resolves to in JavaScript:
+        the callback's display data, arguments and answer going through JSON both ways."""
+        args = json.loads(json.dumps(list(args)))
+        result = self.callbacks[name](*args)
+        data = getattr(result, "data", result)
+        return json.loads(json.dumps(data, allow_nan=False))
+
+
+@pytest.fixture()
+def colab(monkeypatch: pytest.MonkeyPatch) -> FakeColab:
+    fake = FakeColab()
+    monkeypatch.setitem(sys.modules, "google", fake.google)
+    monkeypatch.setitem(sys.modules, "google.colab", fake.colab)
+    monkeypatch.setitem(sys.modules, "google.colab.output", fake.output)
+    monkeypatch.delenv("JUPYTER_FT_DASHBOARD", raising=False)
+    # setup_colab registers the "colab" view and makes it the default; undo that for the other tests.
+    monkeypatch.setattr(dashboard_mod, "_DASHBOARDS", dict(dashboard_mod._DASHBOARDS))
+    monkeypatch.setattr(dashboard_mod, "_AUTO_MODE", None)
+    return fake
+
+
+def poll_until(fake: FakeColab, dash: ColabDashboard, cond, timeout: float = 120.0, cursor=None):
+    """Poll like the browser does (cursor carried over) until ``cond(answer)``; returns all answers."""
+    answers = []
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = fake.invoke(dash.poll_callback, cursor)
+        answers.append(answer)
+        cursor = answer["cursor"]
+        if cond(answer) or time.monotonic() > deadline:
+            return answers
+        time.sleep(0.05)
+
+
+def rebuild(answers: list[dict], key: str) -> tuple[list, list]:
+    """The browser's copy of one series after applying every answer in order."""
+    x: list = []
+    y: list = []
+    for a in answers:
+        s = a["series"][key]
+        if s["mode"] == "replace":
+            x, y = list(s["x"]), list(s["y"])
+        else:
+            x += s["x"]
+            y += s["y"]
+    return x, y
+
+
+# --------------------------------------------------------------------------- detection and set-up
+def test_not_colab_here() -> None:
+    assert not in_colab()
+    assert setup_colab() is False
+    assert "colab" not in dashboard_mod._DASHBOARDS
+
+
+def test_load_ext_in_colab_enables_widget_manager_and_picks_the_colab_view(colab: FakeColab, tmp_path: Path) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    assert in_colab()
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "jupyter_ft")
+    shell.extension_manager.reload_extension("jupyter_ft")  # load_ext is a no-op if another test loaded it
+    assert colab.widget_manager_calls >= 1
+    rd = RunStore(tmp_path / "runs").create({}, "past")
+    rd.log_metrics({"step": 1, "loss": 2.0, "learning_rate": 1e-3})
+    rd.save(status="finished")
+    dash = dashboard_for(rd)
+    assert isinstance(dash, ColabDashboard)
+    assert set(colab.callbacks) == {dash.poll_callback, dash.stop_callback}
+    assert dash.poll_callback.startswith("jupyter_ft.poll.") and dash.stop_callback.startswith("jupyter_ft.stop.")
+    # the environment variable still wins over the adapter
+    import os
+
+    os.environ["JUPYTER_FT_DASHBOARD"] = "static"
+    try:
+        assert type(dashboard_for(rd)).__name__ == "StaticDashboard"
+    finally:
+        del os.environ["JUPYTER_FT_DASHBOARD"]
+
+
+def test_view_html_calls_the_registered_callbacks(colab: FakeColab, tmp_path: Path) -> None:
+    rd = RunStore(tmp_path / "runs").create({}, "view </script> name")
+    rd.save(status="finished")
+    setup_colab()
+    dash = dashboard_for(rd)
+    page = dash.html()
+    assert f'"poll": "{dash.poll_callback}"' in page and f'"stop": "{dash.stop_callback}"' in page
+    assert "google.colab.kernel.invokeFunction" in page and "Plotly.extendTraces" in page
+    assert "https://cdn.plot.ly/plotly-" in page
+    assert page.count("</script>") == 1  # the config JSON can never close the script tag early
+    assert "view &lt;/script&gt; name" in page
+
+
+# --------------------------------------------------------------------------- cursor semantics (synthetic)
+def test_poll_returns_only_new_points_and_replaces_after_a_rewind(colab: FakeColab, tmp_path: Path) -> None:
+    rd = RunStore(tmp_path / "runs").create({}, "synthetic")
+    for step in (1, 2, 3):
+        rd.log_metrics({"step": step, "loss": 3.0 - step / 10, "learning_rate": 1e-3, "tokens_per_s": 100.0})
+    rd.save(status="finished")
+    setup_colab()
+    dash = dashboard_for(rd)
+    first = colab.invoke(dash.poll_callback, None)
+    assert first["series"]["loss"] == {"mode": "replace", "x": [1, 2, 3], "y": [2.9, 2.8, 2.7]}
+    assert len(first["series"]["loss_smooth"]["y"]) == 3 and first["done"] is True
+    again = colab.invoke(dash.poll_callback, first["cursor"])
+    assert again["series"]["loss"] == {"mode": "extend", "x": [], "y": []}  # nothing new: nothing sent
+    # new points arrive as events (what a live run emits); only they come back
+    for step in (4, 5):
+        dash._on_event(Event("log", rd.record.id, {"step": step, "loss": 2.0, "learning_rate": 1e-3}))
+    new = colab.invoke(dash.poll_callback, again["cursor"])
+    assert new["series"]["loss"] == {"mode": "extend", "x": [4, 5], "y": [2.0, 2.0]}
+    assert new["series"]["lr"]["x"] == [4, 5] and new["series"]["tps"]["x"] == []
+    # the smoothed tail equals the tail of the smoothed whole (EMA is causal)
+    full_smooth = dashboard_mod.ema([2.9, 2.8, 2.7, 2.0, 2.0], dash.smoothing)
+    assert new["series"]["loss_smooth"]["y"] == pytest.approx(full_smooth[3:])
+    # a resumed run re-logs step 3: the browser's copy is stale, so the whole series comes back
+    dash._on_event(Event("log", rd.record.id, {"step": 3, "loss": 1.5, "learning_rate": 1e-3}))
+    rewound = colab.invoke(dash.poll_callback, new["cursor"])
+    assert rewound["series"]["loss"] == {"mode": "replace", "x": [1, 2, 3], "y": [2.9, 2.8, 1.5]}
+    assert rewound["series"]["eval"]["mode"] == "extend"  # untouched series stay incremental
+    # a garbage cursor is treated as "send everything", never an error
+    assert colab.invoke(dash.poll_callback, {"loss": "x", "warnings": -1})["series"]["loss"]["mode"] == "replace"
+
+
+def test_tracked_series_counts_rewinds() -> None:
+    s = TrackedSeries()
+    for x in (1, 2, 3):
+        s.add(x, 1.0)
+    assert s.epoch == 0
+    s.add(2, 0.5)
+    assert (s.x, s.epoch) == ([1, 2], 1)
+    s.clear()
+    assert s.epoch == 2 and len(s) == 0
+
+
+# --------------------------------------------------------------------------- a real run
+def test_live_run_polls_incrementally_with_status_and_eta(colab: FakeColab, tiny_model_dir: Path,
+                                                          tmp_path: Path) -> None:
+    setup_colab()
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=12, eval_every=4,
+                                          save_every=100))
+    dash = dashboard_for(run)
+    assert isinstance(dash, ColabDashboard) and not dash.auto_flush  # nothing renders from the training thread
+    answers = poll_until(colab, dash, lambda a: a["done"])
+    assert answers[-1]["done"] and answers[-1]["status"] == "finished", run.run_dir.record.traceback
+    running = [a for a in answers if a["status"] == "running" and a["progress"]["step"]]
+    assert running, "never saw the run training"
+    assert any(a["progress"]["eta"] is not None and "ETA" in a["progress_text"] for a in running)
+    assert all(0.0 <= a["fraction"] <= 1.0 for a in running)
+    # after the first answer every series is sent incrementally, and no point is sent twice
+    for a in answers[1:]:
+        assert all(s["mode"] == "extend" for s in a["series"].values()), a["series"]
+    sent = sum(len(a["series"]["loss"]["x"]) for a in answers)
+    x, y = rebuild(answers, "loss")
+    logged = [h for h in run.history if "loss" in h]
+    assert sent == len(x) == len(logged) and x == [h["step"] for h in logged]
+    assert y == pytest.approx([h["loss"] for h in logged])
+    ex, _ = rebuild(answers, "eval")
+    assert ex == [h["step"] for h in run.history if "eval_loss" in h] and ex
+    assert answers[-1]["best"]["x"] and answers[-1]["can_stop"] is False
+    assert sum(1 for a in answers if any(a["series"][k]["x"] for k in ("loss", "eval"))) >= 2  # it grew live
+
+
+def test_stop_callback_stops_a_real_run_and_keeps_its_checkpoint(colab: FakeColab, tiny_model_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    setup_colab()
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=2000, eval_every=1000,
+                                          save_every=1000))
+    dash = dashboard_for(run)
+    answers = poll_until(colab, dash, lambda a: (a["progress"]["step"] or 0) >= 3, timeout=120)
+    assert answers[-1]["can_stop"] is True
+    assert colab.invoke(dash.stop_callback) == {"status": "stopping", "stopping": True}
+    answers += poll_until(colab, dash, lambda a: a["done"], cursor=answers[-1]["cursor"])
+    assert run.status == "stopped" and answers[-1]["status"] == "stopped"
+    step = run.summary["global_step"]
+    assert step < 2000
+    assert run.run_dir.last_checkpoint() is not None and run.run_dir.last_checkpoint().name == f"checkpoint-{step}"
+    assert (run.run_dir.adapter_dir / "adapter_config.json").is_file()
+    assert any(a["status"] == "stopping" for a in answers) or answers[-1]["status"] == "stopped"
+    # Stop on a finished dashboard is harmless
+    assert colab.invoke(dash.stop_callback)["status"] == "stopped"
+
+
+def test_failed_run_shows_its_error(colab: FakeColab, tiny_model_dir: Path, tmp_path: Path) -> None:
+    setup_colab()
+    config = make_config(tiny_model_dir, tmp_path / "runs")
+    config["data"]["source"] = str(tmp_path / "missing.jsonl")
+    run = jupyter_ft.finetune(config)
+    dash = dashboard_for(run)
+    answers = poll_until(colab, dash, lambda a: a["done"], timeout=60)
+    assert answers[-1]["status"] == "failed" and "missing.jsonl" in answers[-1]["error"]
+    assert answers[-1]["status_text"].startswith("failed:")
+
+
+# --------------------------------------------------------------------------- the JavaScript view, in Chromium
+@pytest.mark.browser
+@pytest.mark.timeout(240)
+def test_view_in_a_real_browser_draws_live_points_and_stops(colab: FakeColab, tiny_model_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """The HTML+JS view in headless Chromium, with ``google.colab.kernel.invokeFunction`` played by a page
+    function that calls the registered Python callbacks and plotly.js served from the plotly package."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if chromium is None:
+        pytest.skip("no `chromium` on PATH (run scripts/install_browser.sh)")
+    import plotly
+
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    setup_colab()
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=2000, eval_every=5,
+                                          save_every=1000))
+    dash = dashboard_for(run)
+    calls: list[str] = []
+
+    def py_invoke(name: str, args: list) -> Any:
+        calls.append(name)
+        return colab.invoke(name, *args)
+
+    artifacts = Path(__file__).resolve().parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.route("https://cdn.plot.ly/**", lambda route: route.fulfill(
+                path=str(plotly_js), content_type="application/javascript"))
+            page.expose_function("pyInvoke", py_invoke)
+            fake_kernel = """<script>window.google = {colab: {kernel: {invokeFunction: async (name, args, kwargs) =>
+                ({data: {"application/json": await window.pyInvoke(name, args)}})}}};</script>"""
+            page.set_content(f"<!doctype html><html><body>{fake_kernel}{dash.html()}</body></html>")
+            plot = '[data-role="plot"]'
+            # loss points arrive while it trains, and the eval curve gets its first points
+            try:
+                page.wait_for_function(f"""() => {{ const p = document.querySelector('{plot}');
+                    return p && p.data && p.data[0].x.length >= 3 && p.data[2].x.length >= 1; }}""", timeout=120_000)
+            except sync_api.TimeoutError:
+                page.screenshot(path=str(artifacts / "colab-dashboard-timeout.png"))
+                raise AssertionError(f"no live points; page errors: {errors}; calls: {len(calls)}; "
+                                     f"run: {run.status}") from None
+            assert page.inner_text('[data-role="status"]') == "running"
+            assert "ETA" in page.inner_text('[data-role="progress"]')
+            page.screenshot(path=str(artifacts / "colab-dashboard.png"))
+            page.click('[data-role="stop"]')
+            page.wait_for_function("""() => document.querySelector('[data-role="status"]').textContent === 'stopped'""",
+                                   timeout=60_000)
+            n_points = page.evaluate(f"document.querySelector('{plot}').data[0].x.length")
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert run.wait(30) == "stopped" and run.run_dir.last_checkpoint() is not None
+    assert dash.stop_callback in calls and calls.count(dash.poll_callback) >= 3
+    assert n_points == len([h for h in run.history if "loss" in h])  # the browser holds every point, once
+
+
+def test_probe_verdicts_come_with_the_poll(colab: FakeColab, tmp_path: Path) -> None:
+    rd = RunStore(tmp_path / "runs").create({}, "probes")
+    rd.save(status="finished")
+    setup_colab()
+    dash = dashboard_for(rd)
+    dash._on_event(Event("probe", rd.record.id, {"step": 6, "forgetting": {
+        "verdict": "severe", "message": "Forgetting: severe. KL from base 9.1 nats/token.",
+        "suggestion": "Lower the learning rate."}}))
+    dash._on_event(Event("probe", rd.record.id, {"step": 6, "overfitting": {
+        "status": "suspected", "message": "the eval loss rose twice", "suggestion": ""}}))
+    probes = colab.invoke(dash.poll_callback, None)["probes"]
+    assert probes["forgetting"] == "Forgetting: severe. KL from base 9.1 nats/token. Lower the learning rate."
+    assert probes["overfitting"] == "suspected: the eval loss rose twice"

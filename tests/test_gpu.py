@@ -1,0 +1,247 @@
+"""The CUDA path without a GPU: ``torch.cuda`` is monkeypatched (is_available, get_device_capability,
+is_bf16_supported, mem_get_info) to look like a free-tier T4 or an A100, and the tests check what jupyter-ft
+resolves from that: compute dtype, NF4 settings, optimizer, gradient checkpointing, the TrainingArguments
+it builds, the memory estimate against the card's free memory, and out-of-memory handling.
+
+No GPU machine was available to this project's CI, so the real CUDA run of examples/03_colab_gpu.ipynb's
+config is not exercised here; these tests pin the decisions that config relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+# Imported before any test fakes CUDA: bitsandbytes picks its CUDA backend at import time when
+# torch.cuda.is_available() says True, and that needs a real CUDA build.
+import bitsandbytes  # noqa: F401
+import peft  # noqa: F401
+from transformers import Trainer, TrainingArguments  # noqa: F401
+
+import jupyter_ft
+from jupyter_ft import models
+from jupyter_ft.config import FineTuneConfig
+from jupyter_ft.store import RunStore
+from jupyter_ft.training import Run
+from test_training import make_config  # noqa: E402 - the shared tiny-run config
+
+GiB = 2**30
+
+
+def fake_cuda(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], free: int, total: int,
+              bf16_supported: bool = True) -> None:
+    monkeypatch.delenv("JUPYTER_FT_DTYPE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16_supported)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, total))
+
+
+@pytest.fixture()
+def t4(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Colab free-tier T4: compute capability 7.5, 15 GiB. torch answers is_bf16_supported() True there
+    (emulated bf16), which is exactly the trap: bf16 must not be chosen."""
+    fake_cuda(monkeypatch, (7, 5), free=14 * GiB, total=15 * GiB, bf16_supported=True)
+
+
+@pytest.fixture()
+def a100(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cuda(monkeypatch, (8, 0), free=39 * GiB, total=40 * GiB)
+
+
+# --------------------------------------------------------------------------- resolved choices
+def test_t4_gets_fp16_nf4_double_quant_paged_8bit_adamw_and_checkpointing(t4) -> None:
+    config = FineTuneConfig()
+    plan = models.plan_training(config)
+    assert plan.device == "cuda" and models.select_device() == "cuda"
+    assert plan.compute_dtype == "float16" and plan.fp16 and not plan.bf16
+    assert plan.optimizer == "paged_adamw_8bit" and plan.gradient_checkpointing is True
+    q = models.quantization_config(config, models.select_compute_dtype("cuda"))
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.float16
+
+
+def test_ampere_gets_bf16(a100) -> None:
+    plan = models.plan_training(FineTuneConfig())
+    assert plan.compute_dtype == "bfloat16" and plan.bf16 and not plan.fp16
+    assert models.quantization_config(FineTuneConfig(), torch.bfloat16).bnb_4bit_compute_dtype == torch.bfloat16
+
+
+def test_ampere_without_bf16_support_falls_back_to_fp16(monkeypatch) -> None:
+    fake_cuda(monkeypatch, (8, 6), free=20 * GiB, total=24 * GiB, bf16_supported=False)
+    assert models.plan_training(FineTuneConfig()).compute_dtype == "float16"
+
+
+def test_cpu_defaults_are_unchanged(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    plan = models.plan_training(FineTuneConfig())
+    assert plan.device == "cpu" and plan.optimizer == "adamw_torch" and plan.gradient_checkpointing is False
+    assert not plan.bf16 and not plan.fp16  # the model is loaded in its dtype; no AMP on a CPU
+
+
+def test_explicit_choices_win_over_auto(t4) -> None:
+    config = FineTuneConfig.from_dict({"training": {"optimizer": "adamw_torch", "gradient_checkpointing": False}})
+    plan = models.plan_training(config)
+    assert plan.optimizer == "adamw_torch" and plan.gradient_checkpointing is False
+    monkey_cpu = FineTuneConfig.from_dict({"training": {"gradient_checkpointing": True}})
+    assert models.plan_training(monkey_cpu, "cpu").gradient_checkpointing is True
+
+
+def test_dtype_override_env(t4, monkeypatch) -> None:
+    monkeypatch.setenv("JUPYTER_FT_DTYPE", "float32")
+    assert models.plan_training(FineTuneConfig()).compute_dtype == "float32"
+
+
+# --------------------------------------------------------------------------- the TrainingArguments
+class _Captured(Exception):
+    pass
+
+
+def captured_training_args(monkeypatch, tmp_path: Path, config: FineTuneConfig, device: str,
+                           dtype: torch.dtype) -> dict[str, Any]:
+    """The keyword arguments ``Run._trainer`` hands to ``TrainingArguments`` (the real class would try to
+    initialise CUDA, which this machine does not have)."""
+    import transformers
+
+    seen: dict[str, Any] = {}
+
+    class Record:
+        __dataclass_fields__ = TrainingArguments.__dataclass_fields__  # what the code inspects for field names
+
+        def __init__(self, **kwargs: Any) -> None:
+            seen.update(kwargs)
+            raise _Captured()
+
+    monkeypatch.setattr(transformers, "TrainingArguments", Record)
+    rd = RunStore(tmp_path / "runs").create(config.to_dict(), "args")
+    with pytest.raises(_Captured):
+        Run(config, rd)._trainer(None, None, [1, 2, 3], None, device, dtype)
+    return seen
+
+
+def test_training_arguments_on_a_t4(t4, monkeypatch, tmp_path: Path) -> None:
+    from transformers.training_args import OptimizerNames
+
+    args = captured_training_args(monkeypatch, tmp_path, FineTuneConfig(), "cuda", torch.float16)
+    assert args["fp16"] is True and args["bf16"] is False and args["use_cpu"] is False
+    assert args["optim"] == "paged_adamw_8bit" and OptimizerNames(args["optim"])  # a name transformers knows
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
+        else "gradient_checkpointing"  # transformers 5.x renamed it
+    assert args[ckpt] is True and args[f"{ckpt}_kwargs"] == {"use_reentrant": False}
+
+
+def test_training_arguments_on_ampere_and_on_cpu(a100, monkeypatch, tmp_path: Path) -> None:
+    args = captured_training_args(monkeypatch, tmp_path, FineTuneConfig(), "cuda", torch.bfloat16)
+    assert args["bf16"] is True and args["fp16"] is False
+    cpu = captured_training_args(monkeypatch, tmp_path, FineTuneConfig(), "cpu", torch.float32)
+    assert cpu["use_cpu"] is True and cpu["optim"] == "adamw_torch"
+    assert cpu.get("activation_checkpointing", cpu.get("gradient_checkpointing")) is False
+    assert cpu["bf16"] is False and cpu["fp16"] is False
+
+
+# --------------------------------------------------------------------------- memory estimate
+def test_estimate_knows_the_cards_free_memory(t4, tiny_model_dir: Path) -> None:
+    config = FineTuneConfig.from_dict({"model": {"name": str(tiny_model_dir)}})
+    est = models.estimate_memory(config, device="cuda")
+    assert est.device == "cuda" and est.available == 14 * GiB and est.device_total == 15 * GiB
+    assert est.plan["optimizer"] == "paged_adamw_8bit" and est.plan["gradient_checkpointing"] is True
+    assert est.verdict == "fits" and "free of 15.00 GiB" in str(est)
+    cpu_plan = FineTuneConfig.from_dict({"model": {"name": str(tiny_model_dir)},
+                                         "training": {"optimizer": "adamw_torch", "gradient_checkpointing": False}})
+    full = models.estimate_memory(cpu_plan, device="cuda")
+    assert est.optimizer < full.optimizer  # 8-bit optimizer state
+    assert est.activations < full.activations  # checkpointing keeps one activation per layer
+
+
+def test_estimate_verdicts_and_advice(monkeypatch, tiny_model_dir: Path) -> None:
+    config = FineTuneConfig.from_dict({"model": {"name": str(tiny_model_dir)},
+                                       "training": {"batch_size": 16}, "data": {"max_length": 1024}})
+    fake_cuda(monkeypatch, (7, 5), free=100 * GiB, total=100 * GiB)
+    need = models.estimate_memory(config, device="cuda").total
+    for free, verdict in ((need * 2, "fits"), (int(need * 0.95), "tight"), (need // 2, "too_big")):
+        fake_cuda(monkeypatch, (7, 5), free=free, total=100 * GiB)
+        est = models.estimate_memory(config, device="cuda")
+        assert est.verdict == verdict, (free, need)
+    advice = est.advice(config)
+    assert "training.batch_size (now 16" in advice and "data.max_length (now 1024)" in advice
+    assert "gradient_checkpointing" not in advice  # already on for CUDA
+
+
+def test_run_that_clearly_cannot_fit_fails_before_loading_with_advice(monkeypatch, tiny_model_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    fake_cuda(monkeypatch, (7, 5), free=1024, total=15 * GiB)  # 1 KiB free
+    loaded = []
+    monkeypatch.setattr(models, "load_base_model", lambda *a, **k: loaded.append(a))
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs"))
+    assert run.wait(120) == "failed"
+    assert run.error.startswith("InsufficientMemory: Not enough GPU memory")
+    assert "lower training.batch_size (now 4" in run.error and "JUPYTER_FT_IGNORE_MEMORY_ESTIMATE" in run.error
+    assert not loaded and run.run_dir.record.memory_estimate["verdict"] == "too_big"
+
+
+# --------------------------------------------------------------------------- out of memory
+def test_cuda_oom_during_evaluation_fails_the_run_with_advice_and_the_kernel_lives_on(tiny_model_dir: Path,
+                                                                                      tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    original = Trainer.prediction_step
+
+    def oom(self, *args: Any, **kwargs: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB (GPU 0; 14.75 GiB total)")
+
+    monkeypatch.setattr(Trainer, "prediction_step", oom)
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", eval_every=2, save_every=1))
+    assert run.wait(120) == "failed"
+    assert run.error.startswith("Out of memory with training.batch_size=4 and data.max_length=128.")
+    assert "shorten data.max_length" in run.error and "training.gradient_checkpointing: true" in run.error
+    assert "OutOfMemoryError: CUDA out of memory" in run.error
+    record = RunStore(tmp_path / "runs").load(run.id)
+    assert record.status == "failed" and "OutOfMemoryError" in record.traceback
+    assert run.run_dir.last_checkpoint() is not None  # the steps trained before the OOM are kept
+    monkeypatch.setattr(Trainer, "prediction_step", original)
+    again = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=2))
+    assert again.wait(120) == "finished"  # the training thread (and the kernel) outlived the OOM
+
+
+def test_oom_message_when_checkpointing_is_already_on(t4) -> None:
+    from jupyter_ft.training import _explain
+
+    message = _explain(torch.cuda.OutOfMemoryError("CUDA out of memory."), FineTuneConfig())
+    assert "already on" in message and "smaller lora.r" in message and "batch_size=8" in message
+
+
+# --------------------------------------------------------------------------- a small CPU machine (Binder)
+def test_small_cpu_container_turns_auto_checkpointing_on_and_trains(monkeypatch, tiny_model_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """With little memory left (a 2 GB Binder pod), ``auto`` checkpointing comes on for a CPU run too, and the
+    run trains with it (non-reentrant checkpointing through the NF4 layers)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(models, "available_memory", lambda device: 2 * 2**20)  # 2 MiB
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=3, eval_every=3))
+    assert run.wait(180) == "finished", run.run_dir.record.traceback
+    plan = run.run_dir.record.memory_estimate["plan"]
+    assert plan["gradient_checkpointing"] is True and plan["reason"] == "low memory" and plan["device"] == "cpu"
+    assert any("gradient checkpointing is on" in w for w in run.run_dir.record.warnings)
+    assert run.summary["global_step"] == 3
+    # plenty of memory: the CPU default stays off
+    monkeypatch.setattr(models, "available_memory", lambda device: 64 * 2**30)
+    est = models.estimate_memory(FineTuneConfig.from_dict({"model": {"name": str(tiny_model_dir)}}), device="cpu")
+    assert est.plan["gradient_checkpointing"] is False and "reason" not in est.plan
+
+
+def test_cgroup_limit_caps_available_memory(monkeypatch, tmp_path: Path) -> None:
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text(str(2 * GiB) + "\n")
+    usage.write_text(str(GiB // 2) + "\n")
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        mapping = {"/sys/fs/cgroup/memory.max": limit, "/sys/fs/cgroup/memory.current": usage}
+        return real_open(mapping.get(str(path), path), *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert models.cgroup_memory_left() == 2 * GiB - GiB // 2
+    assert models.available_memory("cpu") <= 2 * GiB - GiB // 2
+    limit.write_text("max\n")
+    assert models.cgroup_memory_left() is None
