@@ -267,11 +267,23 @@ workshop_cells = [
     ),
     new_code_cell("%ft_runs"),
     new_markdown_cell(
-        "<!-- SWEEP-AND-COMPARE: placeholder for the coordinator (issue #8): a sweep over learning_rate and "
-        "lora.r with %ft_compare of the runs goes here. -->\n"
-        "### Next: a sweep\n\n"
-        "*(Placeholder: a hyperparameter sweep and a side-by-side `%ft_compare` of its runs will be added here.)*",
-        metadata={"tags": ["sweep-placeholder"]},
+        "## 9. Compare the runs, and sweep in one cell\n\n"
+        "`%ft_compare` puts runs side by side: only the config fields that **differ** (here the learning rate, "
+        "the epochs and early stopping), their final and best losses, the probes' verdicts, and the loss curves "
+        "overlaid. It ranks them by a metric (best eval loss by default) and marks the best. It reads only the "
+        "run directories, so it also works after a kernel restart."
+    ),
+    new_code_cell("%ft_compare lr-too-high lr-sane lr-sane-2ep-early-stop --metric best_eval_loss"),
+    new_markdown_cell(
+        "Sections 5 and 6 took two cells. A `sweep:` key does it in one: each listed value becomes a run, "
+        "queued on the same background thread, with one dashboard for all of them (overlaid curves, a live "
+        "table, a Stop that cancels the rest). With `--dry-run` it only lists the runs and their memory "
+        "estimates; remove `--dry-run` to train them, then `%ft_compare --sweep` ranks them. Try adding "
+        "`lora.r: [4, 16]`: that makes a grid of six runs."
+    ),
+    new_code_cell(
+        "%%finetune --dry-run\n" + WORKSHOP_RUN.format(lr="3e-4", epochs=4, cap="{CAP}")
+        + "sweep:\n  training.learning_rate: [3e-3, 3e-4, 3e-5]\n"
     ),
     new_markdown_cell(
         "## What to take away\n\n"
@@ -280,7 +292,7 @@ workshop_cells = [
         "forgetting within minutes;\n"
         "* watch the eval loss, not only the train loss; stop at its minimum (`early_stop`);\n"
         "* measure what the model forgot, not only what it learned (the forgetting probe, `%ft_chat`);\n"
-        "* every run is recorded (`ft_runs/`): compare them with `%ft_runs`, reopen one with `%ft_show RUN`."
+        "* every run is recorded (`ft_runs/`): list them with `%ft_runs`, compare them with `%ft_compare`, reopen one with `%ft_show RUN`."
     ),
 ]
 

@@ -111,10 +111,12 @@ def test_colab_notebook_is_ready_for_colab() -> None:
     assert nb.metadata["accelerator"] == "GPU"
 
 
-def test_workshop_leaves_a_marked_spot_for_sweeps() -> None:
+def test_workshop_compares_its_runs_and_shows_a_sweep_cell() -> None:
     nb = read_example("02_workshop.ipynb")
-    spots = [c for c in nb.cells if "sweep-placeholder" in c.metadata.get("tags", [])]
-    assert len(spots) == 1 and spots[0].cell_type == "markdown" and "SWEEP-AND-COMPARE" in spots[0].source
+    compare = cell_with(nb, "%ft_compare")
+    assert all(name in compare.source for name in ("lr-too-high", "lr-sane", "lr-sane-2ep-early-stop"))
+    sweep = cell_with(nb, "sweep:")
+    assert sweep.source.startswith("%%finetune --dry-run") and "training.learning_rate: [3e-3, 3e-4, 3e-5]" in sweep.source
 
 
 @pytest.mark.slow
@@ -132,6 +134,10 @@ def test_workshop_notebook_executes_on_cpu(tmp_path: Path, monkeypatch: pytest.M
     assert "forgetting:" in text_of(cell_with(nb, "hot.wait()"))
     table = text_of(cell_with(nb, "%ft_runs"))
     assert all(name in table for name in runs)
+    compared = text_of(cell_with(nb, "%ft_compare"))
+    assert "3 run(s) ranked by best_eval_loss" in compared and "training.learning_rate" in compared
+    planned = text_of(cell_with(nb, "sweep:"))
+    assert "3 run(s) (grid)" in planned and "nothing launched" in planned
 
 
 @pytest.mark.slow
