@@ -333,8 +333,10 @@ _TEMPLATE = r"""
     for (const w of shownWarnings) html += '<div style="color:#8a6d00">\u26a0 ' + escapeHtml(w) + "</div>";
     message(html);
     const probes = [];
-    if (p.probes.overfitting) probes.push("<div><b>Overfitting</b> " + escapeHtml(p.probes.overfitting) + "</div>");
-    if (p.probes.forgetting) probes.push("<div><b>Forgetting</b> " + escapeHtml(p.probes.forgetting) + "</div>");
+    // the probes' messages often begin with their own label ("Forgetting: mild. ..."): show it once
+    const unlabel = (label, text) => text.replace(new RegExp("^" + label + ":\\s*", "i"), "");
+    if (p.probes.overfitting) probes.push("<div><b>Overfitting</b> " + escapeHtml(unlabel("Overfitting", p.probes.overfitting)) + "</div>");
+    if (p.probes.forgetting) probes.push("<div><b>Forgetting</b> " + escapeHtml(unlabel("Forgetting", p.probes.forgetting)) + "</div>");
     $("probes").innerHTML = probes.join("");
   }
 
