@@ -296,6 +296,13 @@ def test_view_in_a_real_browser_draws_live_points_and_stops(colab: FakeColab, ti
             page.click('[data-role="stop"]')
             page.wait_for_function("""() => document.querySelector('[data-role="status"]').textContent === 'stopped'""",
                                    timeout=60_000)
+            # "stopped" can show one poll before the thread's last logged point: let the view catch up
+            # (it polls until the run is done and nothing is pending), then it must hold every point, once
+            assert run.wait(30) == "stopped"
+            expected = len([h for h in run.history if "loss" in h])
+            page.wait_for_function(f"document.querySelector('{plot}').data[0].x.length >= {expected}",
+                                   timeout=30_000)
+            page.wait_for_timeout(1500)  # a further poll must not add duplicates
             n_points = page.evaluate(f"document.querySelector('{plot}').data[0].x.length")
             assert not errors, errors
         finally:
