@@ -371,7 +371,30 @@ def apply_lora(model: Any, config: FineTuneConfig, device: str | None = None,
         target_modules=config.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    keep_4bit_weights_trainable(model)
+    return model
+
+
+def keep_4bit_weights_trainable(model: Any) -> int:
+    """Stop bitsandbytes repacking a model we train into its CPU inference layout; returns the layers changed.
+
+    On CPUs with AVX512-BF16, ``Linear4bit.forward`` in eval mode without grad (every Trainer evaluation,
+    every probe) repacks the NF4 weight one way for a faster inference kernel that has no autograd. Training
+    after the first evaluation then ran through that kernel: torch warned "bitsandbytes::gemv_4bit: an
+    autograd kernel was not registered", and the gradients reaching the LoRA weights of earlier layers were
+    wrong. A model being fine-tuned gives up that inference speed-up; ``%ft_eval`` models keep it.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:  # pragma: no cover - quantization needs it
+        return 0
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 # --------------------------------------------------------------------------- memory

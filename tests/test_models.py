@@ -104,3 +104,37 @@ def test_memory_estimate_flags_what_cannot_fit(tiny_model_dir: Path, monkeypatch
     monkeypatch.setattr(models, "available_memory", lambda device: 1024)
     est = models.estimate_memory(_config(tiny_model_dir), device="cpu")
     assert not est.fits and est.to_dict()["fits"] is False
+
+
+def test_evaluation_does_not_change_how_4bit_layers_train(tiny_model_dir: Path) -> None:
+    """An evaluation pass (eval mode, no grad: what the Trainer does every eval_every steps) must leave the
+    LoRA gradients exactly as they were. On AVX512-BF16 CPUs bitsandbytes used to repack the NF4 weights
+    into an inference layout whose kernel has no autograd, and training after the first eval went wrong."""
+    import bitsandbytes as bnb
+    import torch
+
+    cfg = _config(tiny_model_dir, **{"lora.r": 4, "lora.dropout": 0.0})  # no dropout: same grads twice
+    resolved = resolve_model(cfg.model.name)
+    model = models.apply_lora(models.load_base_model(cfg, resolved, "cpu", torch.float32), cfg)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in layers)
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():  # LoRA B starts at zero: give it values so grads flow through A
+        if "lora_B" in name:
+            p.data.normal_(0, 0.1)
+    ids = torch.randint(0, 500, (2, 12))
+
+    def lora_grads() -> dict[str, torch.Tensor]:
+        model.train()
+        model.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    before = lora_grads()
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    after = lora_grads()
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    for name, grad in before.items():
+        torch.testing.assert_close(after[name], grad, msg=lambda m, n=name: f"{n}: {m}")
