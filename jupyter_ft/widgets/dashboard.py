@@ -423,8 +423,65 @@ def figure_bundle(fig: "go.Figure", text: str = "") -> dict[str, Any]:
     return bundle
 
 
+# =========================================================================== throttled flushing
+class ThrottledFlush:
+    """Buffer events from the training thread and flush them at most once per ``min_interval`` seconds.
+
+    Shared by the run and sweep dashboards. The event handler (training thread) only appends to a buffer
+    and, unless a flush is already due, starts a ``threading.Timer`` for the next allowed flush time; a
+    ``status`` event flushes at once in the emitting thread, so the final state shows when a run ends.
+    With ``auto_flush=False`` nothing renders in the background: :meth:`refresh` is called by a poller.
+    Subclasses implement ``refresh()`` (under ``_flush_lock``) and set ``_last_flush`` when they flush.
+    """
+
+    timer_name = "jupyter-ft-dashboard-flush"
+    min_interval: float
+    auto_flush: bool
+
+    def _init_throttle(self) -> None:
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()  # the buffer and the timer
+        self._flush_lock = threading.RLock()  # the state and the views
+        self._timer: threading.Timer | None = None
+        self._last_flush = float("-inf")
+        self._closed = False
+
+    def refresh(self) -> bool:  # pragma: no cover - every dashboard implements it
+        raise NotImplementedError
+
+    def _on_event(self, event: "Event") -> None:
+        """Training thread: buffer, and make sure a flush will happen. Never touches the views, except
+        for a status event, which flushes now so the final state is shown when the run ends."""
+        with self._lock:
+            self._pending.append(event)
+            if self._closed or not self.auto_flush:
+                return
+            if event.kind != "status":
+                if self._timer is None:
+                    self._start_timer(self._last_flush + self.min_interval - time.monotonic())
+                return
+        self.refresh()
+
+    def _start_timer(self, delay: float) -> None:  # with self._lock held
+        timer = threading.Timer(max(0.0, delay), self._on_timer)
+        timer.daemon = True
+        timer.name = self.timer_name
+        self._timer = timer
+        timer.start()
+
+    def _on_timer(self) -> None:
+        try:
+            self.refresh()
+        finally:
+            with self._lock:
+                self._timer = None
+                # Events that came in while we rendered found a timer set and did not start one.
+                if self._pending and not self._closed and self.auto_flush:
+                    self._start_timer(self.min_interval)
+
+
 # =========================================================================== the interface
-class Dashboard:
+class Dashboard(ThrottledFlush):
     """One run's dashboard. Construct it (and ``display()`` it) in the main thread.
 
     ``source`` is a live ``Run`` (the dashboard subscribes to its events) or a finished/past run: a
@@ -451,13 +508,8 @@ class Dashboard:
         self.smoothing = float(smoothing)
         self.log_scale = bool(log_scale)
         self.flushes = 0  # renders applied; diagnostics and tests
-        self._pending: list[Any] = []
-        self._lock = threading.Lock()  # the buffer and the timer
-        self._flush_lock = threading.RLock()  # the state and the views
-        self._timer: threading.Timer | None = None
-        self._last_flush = float("-inf")
+        self._init_throttle()
         self._unsubscribe: Callable[[], None] | None = None
-        self._closed = False
         # A live run is snapshotted by attach(); a past one is read from its directory.
         self.state = DashboardState(rd.record.id, rd.record.name) if run is not None else DashboardState.from_run_dir(rd)
         self._build()
@@ -496,36 +548,6 @@ class Dashboard:
         with self._flush_lock:
             self.state.load_run(run)
             self._render(ALL_PARTS)
-
-    def _on_event(self, event: "Event") -> None:
-        """Training thread: buffer, and make sure a flush will happen. Never touches the views, except
-        for a status event, which flushes now so the final state is shown when the run ends."""
-        with self._lock:
-            self._pending.append(event)
-            if self._closed or not self.auto_flush:
-                return
-            if event.kind != "status":
-                if self._timer is None:
-                    self._start_timer(self._last_flush + self.min_interval - time.monotonic())
-                return
-        self.refresh()
-
-    def _start_timer(self, delay: float) -> None:  # with self._lock held
-        timer = threading.Timer(max(0.0, delay), self._on_timer)
-        timer.daemon = True
-        timer.name = "jupyter-ft-dashboard-flush"
-        self._timer = timer
-        timer.start()
-
-    def _on_timer(self) -> None:
-        try:
-            self.refresh()
-        finally:
-            with self._lock:
-                self._timer = None
-                # Events that came in while we rendered found a timer set and did not start one.
-                if self._pending and not self._closed and self.auto_flush:
-                    self._start_timer(self.min_interval)
 
     def refresh(self) -> bool:
         """Apply the buffered events now and render what changed; returns whether anything was pending.

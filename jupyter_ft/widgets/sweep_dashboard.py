@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import html
 import os
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..compare import PALETTE, RunCurves, overlay_figure
-from .dashboard import STATUS_COLORS, Series, _finite, _shell_name, _show, _widget_frontend, figure_bundle
+from .dashboard import STATUS_COLORS, Series, ThrottledFlush, _finite, _shell_name, _show, _widget_frontend, figure_bundle
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..sweep import Sweep
@@ -201,7 +200,7 @@ class SweepState:
 
 
 # =========================================================================== the interface
-class SweepDashboard:
+class SweepDashboard(ThrottledFlush):
     """A sweep's dashboard; construct and ``display()`` it in the main thread.
 
     The event handler (training thread) only buffers; a ``threading.Timer`` flushes at most once per
@@ -211,18 +210,14 @@ class SweepDashboard:
 
     kind = "base"
     default_interval = 0.5
+    timer_name = "jupyter-ft-sweep-dashboard-flush"
 
     def __init__(self, sweep: "Sweep", *, min_interval: float | None = None, auto_flush: bool | None = None) -> None:
         self.sweep = sweep
         self.min_interval = self.default_interval if min_interval is None else float(min_interval)
         self.auto_flush = self._default_auto_flush() if auto_flush is None else bool(auto_flush)
         self.flushes = 0
-        self._pending: list[Any] = []
-        self._lock = threading.Lock()
-        self._flush_lock = threading.RLock()
-        self._timer: threading.Timer | None = None
-        self._last_flush = float("-inf")
-        self._closed = False
+        self._init_throttle()
         self.state = SweepState(sweep)
         self._build()
         self._unsubscribe: Callable[[], None] | None = sweep.subscribe(self._on_event)
@@ -247,33 +242,6 @@ class SweepDashboard:
         return True
 
     # ------------------------------------------------------------ events
-    def _on_event(self, event: "Event") -> None:
-        with self._lock:
-            self._pending.append(event)
-            if self._closed or not self.auto_flush:
-                return
-            if event.kind != "status":
-                if self._timer is None:
-                    self._start_timer(self._last_flush + self.min_interval - time.monotonic())
-                return
-        self.refresh()
-
-    def _start_timer(self, delay: float) -> None:  # with self._lock held
-        timer = threading.Timer(max(0.0, delay), self._on_timer)
-        timer.daemon = True
-        timer.name = "jupyter-ft-sweep-dashboard-flush"
-        self._timer = timer
-        timer.start()
-
-    def _on_timer(self) -> None:
-        try:
-            self.refresh()
-        finally:
-            with self._lock:
-                self._timer = None
-                if self._pending and not self._closed and self.auto_flush:
-                    self._start_timer(self.min_interval)
-
     def refresh(self) -> bool:
         """Apply the buffered events and render what changed; safe from any thread."""
         with self._flush_lock:
