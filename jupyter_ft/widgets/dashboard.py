@@ -431,7 +431,7 @@ class ThrottledFlush:
     and, unless a flush is already due, starts a ``threading.Timer`` for the next allowed flush time; a
     ``status`` event flushes at once in the emitting thread, so the final state shows when a run ends.
     With ``auto_flush=False`` nothing renders in the background: :meth:`refresh` is called by a poller.
-    Subclasses implement ``refresh()`` (under ``_flush_lock``) and set ``_last_flush`` when they flush.
+    Subclasses hold a ``state`` with ``apply(event) -> dirty parts`` and implement ``_render(parts)``.
     """
 
     timer_name = "jupyter-ft-dashboard-flush"
@@ -446,8 +446,23 @@ class ThrottledFlush:
         self._last_flush = float("-inf")
         self._closed = False
 
-    def refresh(self) -> bool:  # pragma: no cover - every dashboard implements it
-        raise NotImplementedError
+    def refresh(self) -> bool:
+        """Apply the buffered events now and render what changed; returns whether anything was pending.
+        Safe from any thread; this is the method a polling adapter calls from the main thread."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if batch:
+                    self._last_flush = time.monotonic()
+            if not batch:
+                return False
+            dirty: set[str] = set()
+            for event in batch:
+                dirty |= self.state.apply(event)
+            if dirty:
+                self._render(dirty)
+                self.flushes += 1
+            return True
 
     def _on_event(self, event: "Event") -> None:
         """Training thread: buffer, and make sure a flush will happen. Never touches the views, except
@@ -548,24 +563,6 @@ class Dashboard(ThrottledFlush):
         with self._flush_lock:
             self.state.load_run(run)
             self._render(ALL_PARTS)
-
-    def refresh(self) -> bool:
-        """Apply the buffered events now and render what changed; returns whether anything was pending.
-        Safe from any thread; this is the method a polling adapter calls from the main thread."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self._pending = self._pending, []
-                if batch:
-                    self._last_flush = time.monotonic()
-            if not batch:
-                return False
-            dirty: set[str] = set()
-            for event in batch:
-                dirty |= self.state.apply(event)
-            if dirty:
-                self._render(dirty)
-                self.flushes += 1
-            return True
 
     def has_pending(self) -> bool:
         with self._lock:

@@ -242,23 +242,6 @@ class SweepDashboard(ThrottledFlush):
         return True
 
     # ------------------------------------------------------------ events
-    def refresh(self) -> bool:
-        """Apply the buffered events and render what changed; safe from any thread."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self._pending = self._pending, []
-                if batch:
-                    self._last_flush = time.monotonic()
-            if not batch:
-                return False
-            dirty: set[str] = set()
-            for event in batch:
-                dirty |= self.state.apply(event)
-            if dirty:
-                self._render(dirty)
-                self.flushes += 1
-            return True
-
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
         """Block until every run ended, refreshing meanwhile, then ``finish()``; returns the sweep status."""
         deadline = None if timeout is None else time.monotonic() + timeout
