@@ -260,10 +260,14 @@ def test_view_in_a_real_browser_draws_live_points_and_stops(colab: FakeColab, ti
                                           save_every=1000))
     dash = dashboard_for(run)
     calls: list[str] = []
+    answers: list[dict[str, Any]] = []
 
     def py_invoke(name: str, args: list) -> Any:
         calls.append(name)
-        return colab.invoke(name, *args)
+        answer = colab.invoke(name, *args)
+        if name == dash.poll_callback:
+            answers.append(answer)
+        return answer
 
     artifacts = Path(__file__).resolve().parent / "artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -308,7 +312,10 @@ def test_view_in_a_real_browser_draws_live_points_and_stops(colab: FakeColab, ti
         finally:
             browser.close()
     assert run.wait(30) == "stopped" and run.run_dir.last_checkpoint() is not None
-    assert dash.stop_callback in calls and calls.count(dash.poll_callback) >= 3
+    # how many polls it takes depends on the machine's speed (a fast one logs every point before the first
+    # poll); what must hold is that the view kept polling and sent its cursor back, so later answers extend
+    assert dash.stop_callback in calls and len(answers) >= 2
+    assert [a["series"]["loss"]["mode"] for a in answers[1:]] == ["extend"] * (len(answers) - 1)
     assert n_points == len([h for h in run.history if "loss" in h])  # the browser holds every point, once
 
 
