@@ -39,7 +39,9 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-MODEL = "smollm2-135m-instruct"
+# --model (or JUPYTER_FT_BENCH_MODEL, which the variants' subprocesses inherit) swaps in another model: on a
+# GPU machine without the wheel, benchmarks/shaped_model.py builds one with SmolLM2's shapes.
+MODEL = os.environ.get("JUPYTER_FT_BENCH_MODEL", "smollm2-135m-instruct")
 DATA = "demo:support_tickets"
 SEED = 42
 LEARNING_RATE = 2e-4
@@ -848,6 +850,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--child-timeout", type=float, default=3600.0, help="seconds before a variant is abandoned")
     p.add_argument("--keep-workdir", action="store_true", help="keep run directories and per-variant logs")
+    p.add_argument("--model", default=None, help="model for every variant (default: the built-in SmolLM2-135M)")
     # internal: one measurement in a fresh process
     p.add_argument("--_variant", help=argparse.SUPPRESS)
     p.add_argument("--_memory", choices=["nf4", "fp32"], help=argparse.SUPPRESS)
@@ -858,6 +861,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
+    if ns.model:
+        global MODEL
+        MODEL = os.environ["JUPYTER_FT_BENCH_MODEL"] = ns.model
     if ns._variant or ns._memory:
         return child_main(ns)
     return orchestrate(ns)

@@ -20,8 +20,10 @@ Public API:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import difflib
+import gc
 import html
 import json
 import math
@@ -33,7 +35,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .config import FineTuneConfig
 from .store import ACTIVE, RunDir, RunStore, append_jsonl, write_json_atomic
@@ -77,6 +79,50 @@ class EvalError(ValueError):
 
 class RunNotFound(EvalError, KeyError):
     """No run with that id or name in the store."""
+
+
+class EvalOutOfMemory(EvalError):
+    """Generation or perplexity ran out of (GPU) memory; the message says what to lower. The loaded model
+    stays cached, so a retry with a smaller batch does not reload it."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+@contextlib.contextmanager
+def out_of_memory_advice(doing: str, advice: str) -> Iterator[None]:
+    """Turn an out-of-memory error inside the block into :class:`EvalOutOfMemory` that says what was being
+    done and what to lower, after giving the failed step's memory back. On a T4 this is the common failure of
+    an evaluation (the generation batch, or a training run of the same kernel holding the card)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is translated
+        if not is_out_of_memory(exc):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        del exc  # its traceback holds the failed step's tensors
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - cleanup must not mask the message
+            pass
+        from .training import live_run_ids
+
+        live = list(live_run_ids())
+        busy = (f" Run {', '.join(live)} is training in this kernel and holds memory too: wait for it or stop it "
+                "(%ft_stop)." if live else "")
+        raise EvalOutOfMemory(f"Out of memory while {doing}. {advice}.{busy} ({first})") from None
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
@@ -1000,15 +1046,20 @@ def evaluate_run(run: Any, *, root: str | os.PathLike[str] = "ft_runs", data: An
     else:
         examples = _examples_from_run(rd, config, n)
     if model is None:
-        model, tokenizer, _ = run_model(rd)
+        with out_of_memory_advice(f"loading the model of run {rd.record.id}",
+                                  "Free memory first: stop or wait for a training run, or restart the kernel"):
+            model, tokenizer, _ = run_model(rd)
     elif tokenizer is None:
         raise EvalError("give the tokenizer with the model")
 
     prompt_texts = [render_chat_prompt(m, tokenizer) for m in examples.messages]
     decode = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "temperature": temperature, "seed": seed}
-    with model.disable_adapter():
-        base = generate(model, tokenizer, prompt_texts, **decode)
-    tuned = generate(model, tokenizer, prompt_texts, **decode)
+    lower = (f"Lower batch_size (%ft_eval --batch-size, now {batch_size}) or max_new_tokens (--max-new-tokens, "
+             f"now {max_new_tokens}), or evaluate fewer rows (--n)")
+    with out_of_memory_advice(f"generating answers to {len(prompt_texts)} prompts", lower):
+        with model.disable_adapter():
+            base = generate(model, tokenizer, prompt_texts, **decode)
+        tuned = generate(model, tokenizer, prompt_texts, **decode)
 
     refs = examples.references
     aggregate: dict[str, dict[str, float]] = {}
@@ -1028,9 +1079,12 @@ def evaluate_run(run: Any, *, root: str | os.PathLike[str] = "ft_runs", data: An
                                 "data was given; pass data with a reference column.")
         else:
             rows_ppl, where = tokenized
-            with model.disable_adapter():
-                pb = perplexity(model, tokenizer, rows_ppl, batch_size=batch_size)
-            pt = perplexity(model, tokenizer, rows_ppl, batch_size=batch_size)
+            with out_of_memory_advice(f"computing perplexity on {len(rows_ppl)} rows",
+                                      f"Lower batch_size (%ft_eval --batch-size, now {batch_size}), evaluate fewer "
+                                      "rows (--n), or leave perplexity out of --metrics"):
+                with model.disable_adapter():
+                    pb = perplexity(model, tokenizer, rows_ppl, batch_size=batch_size)
+                pt = perplexity(model, tokenizer, rows_ppl, batch_size=batch_size)
             aggregate["perplexity"] = {"base": pb["perplexity"], "tuned": pt["perplexity"]}
             ppl_info = {"source": where, "rows": pb["rows"], "tokens": pb["tokens"],
                         "base": pb, "tuned": pt}

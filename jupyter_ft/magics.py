@@ -524,13 +524,15 @@ class FineTuneMagics(Magics):
         return ns[name]
 
     def _loaded(self, run: Any, root: str | None) -> tuple[Any, Any, Any]:
-        from .evaluation import open_run, run_model
+        from .evaluation import open_run, out_of_memory_advice, run_model
 
         try:
             rd = open_run(run, root or "ft_runs")
+            with out_of_memory_advice(f"loading the model of run {rd.record.id}",
+                                      "Free memory first: stop or wait for a training run, or restart the kernel"):
+                return (rd, *run_model(rd)[:2])
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        return (rd, *run_model(rd)[:2])
 
     @magic_arguments()
     @argument("run", nargs="?", default=None, help="run id or name (default: the last run); past runs too")

@@ -397,6 +397,31 @@ def keep_4bit_weights_trainable(model: Any) -> int:
     return changed
 
 
+def forget_optimizer_registrations(model: Any) -> int:
+    """Drop ``model`` from bitsandbytes' process-wide optimizer registry; returns the entries removed.
+
+    With an 8-bit optimizer (``paged_adamw_8bit``, the CUDA default) the Trainer registers every
+    ``nn.Embedding`` with bitsandbytes' ``GlobalOptimManager`` singleton so embeddings keep 32-bit state, and
+    bitsandbytes holds those modules for the life of the process: every run left its (fp32-upcast) embedding
+    on the GPU after it finished, stopped or failed - 108 MiB per run for SmolLM2-135M, measured on an H100
+    (tests/test_cuda.py). A Stop must give the memory back.
+    """
+    try:
+        from bitsandbytes.optim import GlobalOptimManager
+    except ImportError:  # pragma: no cover - quantization needs it
+        return 0
+    mng = GlobalOptimManager.get_instance()
+    modules = {id(m) for m in model.modules()}
+    params = {id(p) for p in model.parameters()}
+    kept = [t for t in mng.module_weight_config_triple if id(t[0]) not in modules]
+    removed = len(mng.module_weight_config_triple) - len(kept)
+    mng.module_weight_config_triple = kept
+    for pid in params & set(mng.pid2config):  # ids are reused by later objects: stale entries would misapply
+        del mng.pid2config[pid]
+        removed += 1
+    return removed
+
+
 # --------------------------------------------------------------------------- memory
 @dataclass
 class MemoryEstimate:
@@ -410,6 +435,7 @@ class MemoryEstimate:
     device: str
     device_total: int | None = None  # the card's whole memory (CUDA), for the message
     plan: dict[str, Any] | None = None  # TrainingPlan.to_dict(): optimizer, checkpointing, dtype assumed
+    seq_len: int | None = None  # the sequence length the activations were counted for
 
     # The estimate is rough (about ±30%): "tight" warns, "too_big" (past the error margin) stops a CUDA
     # run before it loads weights, since an out-of-memory error 10 minutes in costs more than a clear no.
@@ -526,12 +552,16 @@ def available_memory(device: str) -> int | None:
 
 
 def estimate_memory(
-    config: FineTuneConfig, resolved: ResolvedModel | None = None, device: str | None = None
+    config: FineTuneConfig, resolved: ResolvedModel | None = None, device: str | None = None,
+    longest: int | None = None,
 ) -> MemoryEstimate:
     """Estimate training memory from the model's config alone, without loading any weights.
 
     Counts parameters on the meta device, then adds LoRA parameters (r * (in + out) per targeted
     linear), AdamW state (two fp32 moments plus fp32 grads), and activations for one micro-batch.
+    ``longest`` is the longest tokenized training row when the data is known: batches are padded to their
+    longest row, not to ``data.max_length``, so counting ``max_length`` overestimated short-row tasks about
+    2x (the demo on an H100: 1.46 GiB estimated, 0.74 GiB measured; benchmarks/bench_gpu_memory.py).
     """
     import torch
     from accelerate import init_empty_weights
@@ -545,6 +575,7 @@ def estimate_memory(
     with init_empty_weights():
         meta = AutoModelForCausalLM.from_config(mconf, trust_remote_code=config.model.trust_remote_code)
     elem = torch.tensor([], dtype=dtype).element_size()
+    tied = bool(getattr(mconf, "tie_word_embeddings", False))
     linear_params = 0
     other_params = 0
     lora_params = 0
@@ -556,7 +587,8 @@ def estimate_memory(
             n = module.weight.numel()
             is_head = name.split(".")[-1] in ("lm_head", "score")
             if is_head:
-                other_params += n
+                if not tied:  # a tied head is the embedding matrix, counted once below (the meta model
+                    other_params += n  # does not always tie, so its parameters would count it twice)
                 continue
             linear_params += n
             leaf = name.split(".")[-1]
@@ -570,7 +602,10 @@ def estimate_memory(
             seen.add(id(p))
     method = config.quantization.method
     bytes_per_linear = {"4bit-nf4": 0.5 + (0.0 if config.quantization.double_quant else 0.06), "8bit": 1.0}.get(method, elem)
-    weights = int(linear_params * bytes_per_linear + other_params * elem)
+    # k-bit preparation (peft's prepare_model_for_kbit_training) upcasts every unquantized weight, embeddings
+    # and norms, to fp32 for stable training: 4 bytes, not the compute dtype's 2 (measured on an H100)
+    other_elem = 4 if method in ("4bit-nf4", "8bit") else elem
+    weights = int(linear_params * bytes_per_linear + other_params * other_elem)
     lora = lora_params * 4
     # fp32 grads, plus the optimizer's state: two fp32 moments for AdamW, two 8-bit ones for the 8-bit
     # variants (bitsandbytes keeps small fp32 block statistics besides), none for SGD, ~1 for Adafactor.
@@ -581,20 +616,26 @@ def estimate_memory(
     heads = getattr(mconf, "num_attention_heads", 16)
     vocab = getattr(mconf, "vocab_size", 32000)
     b, s = config.training.batch_size, config.data.max_length
+    if longest and not config.data.packing:  # packing fills each row up to max_length whatever the rows are
+        s = max(1, min(s, int(longest)))
     act_elem = max(elem, 2)
     if plan.gradient_checkpointing:
         per_layer = 2 * s * b * hidden * act_elem
     else:  # Korthikanti et al. 2022, scaled from 16-bit to the element size in use
         per_layer = int(s * b * hidden * (34 + 5 * heads * s / hidden) * act_elem / 2)
-    logits = 3 * b * s * vocab * 4  # logits, their fp32 upcast and the loss gradient
+    # per logit: the compute-dtype logits (2 bytes), their fp32 upcast (4), the log-softmax (4) and the
+    # gradients in fp32 and back in the compute dtype (4 + 2): 16 bytes. Counting 12 left the estimate 6-14%
+    # under the peaks measured on an H100 (benchmarks/results/gpu-h100.json); 16 puts them within -6%/+8%.
+    logits = 4 * b * s * vocab * 4
     activations = int(per_layer * layers + logits)
     free, total = device_memory(device)
-    estimate = MemoryEstimate(weights, lora, optimizer, activations, free, device, total, plan.to_dict())
+    estimate = MemoryEstimate(weights, lora, optimizer, activations, free, device, total, plan.to_dict(), s)
     if (device == "cpu" and config.training.gradient_checkpointing == "auto" and not plan.gradient_checkpointing
             and estimate.verdict in ("tight", "too_big")):
         # A small machine or container (Binder's 2 GB): checkpointing costs ~30% speed and saves most of the
         # activation memory, so "auto" turns it on here too. The run uses this plan (estimate.plan).
-        checkpointed = estimate_memory(config.replace(**{"training.gradient_checkpointing": True}), resolved, device)
+        checkpointed = estimate_memory(config.replace(**{"training.gradient_checkpointing": True}), resolved, device,
+                                       longest)
         checkpointed.plan = {**(checkpointed.plan or {}), "reason": "low memory"}
         return checkpointed
     return estimate

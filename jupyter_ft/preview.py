@@ -97,7 +97,8 @@ def dry_run(config: FineTuneConfig, n_examples: int = 3) -> DryRun:
     prepared = prepare_data(config.data, tokenizer, seed=config.training.seed)
     examples = [segments(row["input_ids"], row["labels"], tokenizer)
                 for row in prepared.train.select(range(min(n_examples, len(prepared.train))))]
-    memory = models.estimate_memory(config, resolved)
+    summary = prepared.summary()
+    memory = models.estimate_memory(config, resolved, longest=summary["tokens"]["max"])
     warnings = []
     if not memory.fits:
         warnings.append("The memory estimate exceeds free memory: lower training.batch_size or data.max_length, "
@@ -105,4 +106,4 @@ def dry_run(config: FineTuneConfig, n_examples: int = 3) -> DryRun:
     if prepared.n_truncated:
         warnings.append(f"{prepared.n_truncated} example(s) are longer than data.max_length="
                         f"{config.data.max_length} and will be truncated.")
-    return DryRun(config, prepared.summary(), examples, memory, resolved.to_dict(), warnings)
+    return DryRun(config, summary, examples, memory, resolved.to_dict(), warnings)

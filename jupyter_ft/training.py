@@ -7,6 +7,7 @@ module emits and from the run directory it writes; it never touches a widget its
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -243,8 +244,14 @@ class Run:
             message = _explain(exc, self.config)
             self._set_status("failed", finished_at=now(), error=message, traceback=traceback.format_exc())
         finally:
+            if self.model is not None:
+                from .models import forget_optimizer_registrations
+
+                forget_optimizer_registrations(self.model)
             self.model = None
             self.tokenizer = None
+            if getattr(self, "_probes", None) is not None:  # its summary stays; its base-model references go
+                self._probes.forgetting = None
             del trainer
             _free_memory()
 
@@ -262,13 +269,19 @@ class Run:
         rd.save(model=resolved.to_dict(), environment=environment())
         self._check_stop()
         device = models.select_device()
+        self._device = device
         dtype = models.select_compute_dtype(device)
+        if device == "cuda":  # the summary's peak is this run's, to set beside its memory estimate
+            import torch
+
+            with contextlib.suppress(Exception):  # a statistic: never a reason to fail the run
+                torch.cuda.reset_peak_memory_stats()
         tokenizer = models.load_tokenizer(resolved, cfg.model.trust_remote_code)
         self.tokenizer = tokenizer
         train_ds, eval_ds = self._datasets(data_mod, tokenizer)
         self._check_stop()
 
-        estimate = models.estimate_memory(cfg, resolved, device)
+        estimate = models.estimate_memory(cfg, resolved, device, longest=_longest_row(train_ds))
         rd.save(memory_estimate=estimate.to_dict())
         if (estimate.verdict == "too_big" and device == "cuda"
                 and not os.environ.get("JUPYTER_FT_IGNORE_MEMORY_ESTIMATE")):
@@ -433,7 +446,31 @@ class Run:
             "train_seconds": self.progress.get("elapsed"),
             "adapter": str(self.run_dir.adapter_dir),
             "probes": self._probes.summary() if getattr(self, "_probes", None) is not None else None,
+            **_peak_gpu_memory(getattr(self, "_device", None)),
         }
+
+
+def _longest_row(dataset: Any) -> int | None:
+    """The longest tokenized training row (the ``length`` column prepare_data adds), or None."""
+    try:
+        lengths = dataset["length"]
+    except (KeyError, TypeError):
+        return None
+    return int(max(lengths)) if len(lengths) else None
+
+
+def _peak_gpu_memory(device: str | None) -> dict[str, Any]:
+    """The run's measured CUDA peak (what torch's allocator handed out, and what it reserved from the card),
+    so ``memory_estimate`` in run.json can be checked against reality; nothing on a CPU."""
+    if device != "cuda":
+        return {}
+    import torch
+
+    try:
+        return {"peak_gpu_memory": int(torch.cuda.max_memory_allocated()),
+                "peak_gpu_reserved": int(torch.cuda.max_memory_reserved())}
+    except Exception:  # noqa: BLE001 - a statistic: never a reason to fail the run
+        return {}
 
 
 def checkpointing_args(args_cls: type, enabled: bool) -> dict[str, Any]:
@@ -581,9 +618,9 @@ def _route_output(parent: Any) -> None:
 
 def _explain(exc: BaseException, config: FineTuneConfig) -> str:
     """A one-paragraph message the dashboard shows; the traceback goes to run.json."""
-    import torch
+    from .evaluation import is_out_of_memory
 
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         try:
             from .models import resolve_gradient_checkpointing, select_device
 

@@ -485,3 +485,47 @@ def test_a_new_run_frees_the_model_kept_for_eval(run, model_dir: Path, root: Pat
     second = jupyter_ft.finetune(cfg, wait=True)
     assert second.status == "finished", second.run_dir.record.traceback
     assert not ev._CACHE
+
+
+def test_out_of_memory_in_eval_and_chat_says_what_to_lower_and_keeps_the_model(
+        shell: InteractiveShell, run, root: Path, capsys, monkeypatch) -> None:
+    """On a T4 the generation batch of %ft_eval, or a training run of the same kernel, exhausts the card: the
+    magic must answer with what to lower (no traceback wall), keep the cached model for the retry, and go on."""
+    import torch
+
+    import jupyter_ft.training as training
+
+    magics = FineTuneMagics(shell)
+    ev.run_model(run.run_dir)  # loaded and cached, as a first %ft_eval leaves it
+    cached = ev._CACHE.get("value")
+    real_generate = ev.generate
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 14.75 GiB total)")
+
+    monkeypatch.setattr(ev, "generate", oom)
+    with pytest.raises(UsageError) as err:
+        magics.ft_eval(f"{run.id} --root {root} --n 4 --batch-size 16 --max-new-tokens 24 --metrics exact_match")
+    message = str(err.value)
+    assert message.startswith("Out of memory while generating answers to 4 prompts.")
+    assert "--batch-size, now 16" in message and "--max-new-tokens, now 24" in message and "--n" in message
+    assert "CUDA out of memory. Tried to allocate 2.00 GiB" in message and "training in this kernel" not in message
+    assert ev._CACHE.get("value") is cached  # the retry does not reload the model
+
+    monkeypatch.setattr(training, "live_run_ids", lambda: ["20261124-0101-big-run"])
+    with pytest.raises(UsageError, match=r"Run 20261124-0101-big-run is training in this kernel .*%ft_stop"):
+        magics.ft_eval(f"{run.id} --root {root} --n 2 --metrics exact_match")
+    with pytest.raises(UsageError, match=r"Out of memory while answering the prompt\. Lower max_new_tokens "
+                                         r"\(%ft_chat --max-new-tokens, now 64\)"):
+        magics.ft_chat(f"{run.id} --root {root} --prompt hello --max-new-tokens 64")
+
+    def not_memory(*args, **kwargs):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(ev, "generate", not_memory)  # other errors are not dressed up as memory advice
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        evaluate_run(run.id, root=str(root), n=1, metrics=["exact_match"])
+
+    monkeypatch.setattr(ev, "generate", real_generate)
+    magics.ft_eval(f"{run.id} --root {root} --n 2 --max-new-tokens 2 --metrics exact_match")  # the retry works
+    assert "exact_match" in capsys.readouterr().out

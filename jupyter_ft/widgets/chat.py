@@ -49,18 +49,21 @@ class ChatSession:
 
     def ask(self, prompt: str) -> Exchange:
         """Answer ``prompt`` with the adapter off (base) and on (tuned); the exchange is kept in ``exchanges``."""
-        from ..evaluation import generate, render_chat_prompt
+        from ..evaluation import generate, out_of_memory_advice, render_chat_prompt
 
         prompt = prompt.strip()
         if not prompt:
             raise ValueError("type a prompt first")
         decode = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
                   "batch_size": 1}
-        with self.model.disable_adapter():
-            (base,) = generate(self.model, self.tokenizer,
-                               [render_chat_prompt(self._messages("base", prompt), self.tokenizer)], **decode)
-        (tuned,) = generate(self.model, self.tokenizer,
-                            [render_chat_prompt(self._messages("tuned", prompt), self.tokenizer)], **decode)
+        lower = (f"Lower max_new_tokens (%ft_chat --max-new-tokens, now {self.max_new_tokens}), or clear the "
+                 "conversation (each turn is sent again)")
+        with out_of_memory_advice("answering the prompt", lower):
+            with self.model.disable_adapter():
+                (base,) = generate(self.model, self.tokenizer,
+                                   [render_chat_prompt(self._messages("base", prompt), self.tokenizer)], **decode)
+            (tuned,) = generate(self.model, self.tokenizer,
+                                [render_chat_prompt(self._messages("tuned", prompt), self.tokenizer)], **decode)
         ex = Exchange(prompt, base, tuned)
         self.exchanges.append(ex)
         return ex
@@ -183,5 +186,8 @@ def chat_loop(session: ChatSession, input_fn: Callable[[str], str] | None = None
             break
         if not text.strip():
             break
-        print_fn(_text(session.ask(text)))
+        try:
+            print_fn(_text(session.ask(text)))
+        except ValueError as exc:  # out of memory included: say what to lower, keep the loop going
+            print_fn(str(exc))
     return session.exchanges
