@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -225,7 +226,10 @@ class FineTuneMagics(Magics):
     def launch(self, config: FineTuneConfig, wait: bool = False, out: str | None = None) -> Any:
         from . import training
 
-        run = training.finetune(config)
+        return self._follow(training.finetune(config), wait=wait, out=out)
+
+    def _follow(self, run: Any, wait: bool = False, out: str | None = None) -> Any:
+        """Adopt a started run: remember it, bind it, show its dashboard, and block with ``wait``."""
         self.runs[run.id] = run
         self.last_run = run
         if out:
@@ -326,6 +330,45 @@ class FineTuneMagics(Magics):
         run.stop()
         print(f"stopping {run.id} after the current step…")
         return None
+
+    @magic_arguments()
+    @argument("run", nargs="?", default=None, help="run id or name (default: the last run); past runs too")
+    @argument("--wait", "-w", action="store_true", help="block until the run ends")
+    @argument("--out", "-o", default=None, help="bind the resumed Run object to this variable")
+    @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
+    @line_magic
+    def ft_resume(self, line: str) -> Any:
+        """Continue a stopped, failed or interrupted run from its last checkpoint, in its own directory.
+
+        For a crash, a kernel restart or a Colab disconnect: the run's record and checkpoints are on disk, so
+        ``%ft_resume RUN`` (see ``%ft_runs`` for ids; runs a dead kernel left ``running`` read
+        ``interrupted``) trains on from the last saved step with the same data split, optimizer state and
+        learning-rate schedule, and the dashboard shows the whole curve.
+        """
+        from . import training
+
+        args = parse_argstring(self.ft_resume, line)
+        if args.root:
+            from .store import RunStore
+
+            try:
+                rd = RunStore(args.root).open(args.run or "")
+            except KeyError:
+                raise UsageError(f"no run '{args.run}' under {args.root}; see %ft_runs --root {args.root}") from None
+        else:
+            rd = self.resolve_run(args.run)
+        run_id = rd.id if hasattr(rd, "id") else rd.record.id
+        if getattr(rd, "done", True) is False:
+            raise UsageError(f"run {run_id} is still training in this kernel; %ft_stop it first to resume later")
+        root = args.root or (rd.config.output.root if hasattr(rd, "config")
+                             else str(Path(rd.path).parent))
+        try:
+            run = training.resume(run_id, root=root)
+        except (RuntimeError, KeyError) as exc:
+            raise UsageError(str(exc).strip("'\"")) from None
+        step = int(Path(run.resume_from).name.rsplit("-", 1)[-1])
+        print(f"resuming {run_id} from its checkpoint at step {step}")
+        return self._follow(run, wait=args.wait, out=args.out)
 
     @magic_arguments()
     @argument("run", nargs="?", default=None, help="run id or name (default: the last run)")
@@ -787,6 +830,8 @@ def help_text() -> str:
         "  %ft_show [RUN]                the dashboard of a run (also after a kernel restart)",
         "  %ft_stop [RUN] [--sweep]      stop after the current step (checkpoint + adapter saved);",
         "                                --sweep: the last sweep's current run, and cancel its queued runs",
+        "  %ft_resume [RUN] [--wait] [--out VAR]   continue a stopped, failed or interrupted run from its",
+        "                                last checkpoint (after a crash, a kernel restart, a Colab disconnect)",
         "  %ft_eval [RUN] [--data PATH|VAR] [--n N] [--metrics rouge,bleu,exact_match,accuracy,perplexity]",
         "           [--max-new-tokens K] [--temperature T] [--seed S] [--prompts VAR] [--interactive]",
         "                                base vs tuned: metrics, answers side by side (samples.jsonl, eval.json)",

@@ -114,6 +114,7 @@ class RunRecord:
     tags: list[str] = field(default_factory=list)
     notes: str = ""
     sweep: dict[str, Any] | None = None  # {id, index, total, method, params} for a run of a sweep
+    tracking: dict[str, Any] = field(default_factory=dict)  # {"mlflow": {run_id, tracking_uri, experiment_id}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunRecord":

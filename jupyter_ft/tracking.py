@@ -145,6 +145,15 @@ def _mlflow_start(run: "Run") -> Any:
         if mlflow.active_run() is not None:  # a leftover in this thread from a crashed run
             mlflow.end_run("KILLED")
         record = run.run_dir.record
+        previous = (record.tracking or {}).get("mlflow") or {}
+        if run.resume_from and previous.get("run_id") and previous.get("tracking_uri") == mlflow.get_tracking_uri():
+            # A resumed run goes on in its MLflow run: one curve from step 1 to the end, as in the notebook.
+            # Its parameters were logged when it started (MLflow refuses to change a logged value).
+            try:
+                return mlflow.start_run(run_id=previous["run_id"])
+            except Exception as exc:  # noqa: BLE001 - deleted on the server, say: start a new one instead
+                log.warning("jupyter-ft: MLflow run %s cannot be resumed (%s); starting a new one",
+                            previous["run_id"], exc)
         tags = {"jupyter_ft.run_id": record.id, "jupyter_ft.run_dir": str(run.run_dir.path),
                 "jupyter_ft.tags": ",".join(record.tags or [])}
         if record.sweep:
@@ -159,6 +168,10 @@ def _mlflow_start(run: "Run") -> Any:
         items = list(params.items())
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             mlflow.log_params(dict(items[i:i + 100]))
+        record.tracking = {**(record.tracking or {}), "mlflow": {
+            "run_id": active.info.run_id, "experiment_id": active.info.experiment_id,
+            "tracking_uri": mlflow.get_tracking_uri()}}
+        run.run_dir.save()
         return active
     except Exception as exc:  # noqa: BLE001 - a tracker never fails the run
         message = f"MLflow export could not start (the run trains without it): {exc}"

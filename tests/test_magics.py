@@ -344,3 +344,43 @@ def test_ft_compare_named_runs_from_the_store(shell: InteractiveShell, tmp_path:
         shell.run_line_magic("ft_compare", f"--root {store.root}")
     with pytest.raises(UsageError, match="unknown metric 'rogue'"):
         shell.run_line_magic("ft_compare", f"--last 2 --metric rogue --root {store.root}")
+
+
+def test_ft_resume_continues_a_stopped_run_and_after_a_restart(shell: InteractiveShell, body, capsys) -> None:
+    """Stop, %ft_resume: the same run trains on from its checkpoint; then the same from a 'new kernel' (the
+    run store only) with --root; and the errors a user can hit are one-line usage errors."""
+    from jupyter_ft.magics import FineTuneMagics
+
+    run = launch(shell, "--name to-resume", body(max_steps=8, eval_every=1000, save_every=1000))
+    run.subscribe(lambda e: run.stop() if e.kind == "progress" and e.data["step"] >= 3 else None)
+    assert run.wait(120) == "stopped"
+    stopped_at = run.summary["global_step"]
+    with pytest.raises(UsageError, match="still training"):
+        busy = launch(shell, "", body(max_steps=400, eval_every=1000, save_every=1000))
+        try:
+            shell.run_line_magic("ft_resume", busy.id)
+        finally:
+            busy.stop()
+            busy.wait(120)
+
+    shell.user_ns.pop("_", None)
+    shell.run_line_magic("ft_resume", f"{run.id} --wait --out resumed")
+    resumed = shell.user_ns["resumed"]
+    assert resumed is shell.user_ns["_"] and resumed.id == run.id and resumed.status == "finished"
+    assert f"resuming {run.id} from its checkpoint at step {stopped_at}" in capsys.readouterr().out
+    steps = [h["step"] for h in resumed.metrics() if "loss" in h]
+    assert steps == list(range(1, 9))
+
+    fresh = FineTuneMagics(shell)  # a restarted kernel: nothing launched, the store on disk
+    with pytest.raises(UsageError, match="no checkpoint to resume from"):
+        never = launch(shell, "", body(max_steps=400, eval_every=1000, save_every=1000))
+        never.stop()
+        assert never.wait(120) == "stopped"
+        import shutil
+
+        shutil.rmtree(never.run_dir.checkpoints_dir, ignore_errors=True)
+        fresh.ft_resume(f"{never.id} --root {body.root}")
+    with pytest.raises(UsageError, match="no run 'nope'"):
+        fresh.ft_resume(f"nope --root {body.root}")
+    with pytest.raises(UsageError, match="no run launched in this kernel"):
+        fresh.ft_resume("")

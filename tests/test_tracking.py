@@ -103,3 +103,35 @@ def test_mlflow_export_is_readable_with_mlflows_client(tiny_model_dir: Path, tmp
     table = json.loads(Path(client.download_artifacts(ml.info.run_id, "jupyter_ft/summary.json", str(tmp_path)))
                        .read_text())
     assert table["run_id"] == run.id and table["final_eval_loss"] == pytest.approx(summary["final_eval_loss"])
+
+
+def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
+    """Stop, resume: one MLflow run with one loss curve over all steps, not a second run from the middle."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    store_dir = tmp_path / "mlruns"
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_dir.as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "jupyter-ft-resume")
+    root = tmp_path / "runs"
+    config = tracked_config(tiny_model_dir, root)
+    config["training"].update(max_steps=6, eval_every=1000, save_every=1000)
+    run = jupyter_ft.finetune(config)
+    run.subscribe(lambda e: run.stop() if e.kind == "progress" and e.data["step"] >= 3 else None)
+    assert run.wait(180) == "stopped", run.run_dir.record.traceback
+    stopped_at = run.summary["global_step"]
+    first_id = RunStore(root).load(run.id).tracking["mlflow"]["run_id"]
+
+    resumed = jupyter_ft.resume(run.id, root=str(root))
+    assert resumed.wait(180) == "finished", resumed.run_dir.record.traceback
+    assert RunStore(root).load(run.id).tracking["mlflow"]["run_id"] == first_id
+
+    client = MlflowClient(tracking_uri=store_dir.as_uri())
+    experiment = client.get_experiment_by_name("jupyter-ft-resume")
+    found = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in found] == [first_id]
+    assert found[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(first_id, "loss")]
+    assert steps == list(range(1, 7)) and stopped_at < 6
+    assert found[0].data.metrics["final/global_step"] == 6
