@@ -360,7 +360,9 @@ class Sweep:
         self.id = sweep_id or new_sweep_id()
         self.runs: list[Run] = []
         self.cancelled: set[str] = set()
-        self._handlers: list[Callable[[Event], None]] = []
+        from .training import Subscribers
+
+        self._subscribers = Subscribers()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ launching
@@ -437,20 +439,10 @@ class Sweep:
 
     def subscribe(self, handler: Callable[["Event"], None]) -> Callable[[], None]:
         """``handler(event)`` for every event of every run of the sweep (``event.run_id`` says which)."""
-        with self._lock:
-            self._handlers.append(handler)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if handler in self._handlers:
-                    self._handlers.remove(handler)
-
-        return unsubscribe
+        return self._subscribers.add(handler)
 
     def _forward(self, event: "Event") -> None:
-        with self._lock:
-            handlers = list(self._handlers)
-        for handler in handlers:
+        for handler in self._subscribers:
             handler(event)  # Run.emit logs a failing handler; it never reaches training
 
     # ------------------------------------------------------------ reading

@@ -21,7 +21,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .config import FineTuneConfig
 from .store import ACTIVE, PROGRESS_FILE, STOP_REQUEST_FILE, RunDir, RunStore, now, write_json_atomic
@@ -45,6 +45,31 @@ class Event:
     run_id: str
     data: dict[str, Any]
     time: float = field(default_factory=time.time)
+
+
+class Subscribers:
+    """The event handlers of a run or a sweep: subscribed from the notebook's thread, called from the
+    training thread, so the list is copied under a lock before each delivery."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handlers: list[EventHandler] = []
+
+    def add(self, handler: EventHandler) -> Callable[[], None]:
+        """Register ``handler``; returns a function that unsubscribes it."""
+        with self._lock:
+            self._handlers.append(handler)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if handler in self._handlers:
+                    self._handlers.remove(handler)
+
+        return unsubscribe
+
+    def __iter__(self) -> Iterator[EventHandler]:
+        with self._lock:
+            return iter(list(self._handlers))
 
 
 class StopRequested(Exception):
@@ -107,7 +132,7 @@ class Run:
         self.progress: dict[str, Any] = {}
         self.model: Any = None  # set only while training; freed afterwards
         self.tokenizer: Any = None
-        self._handlers: list[EventHandler] = []
+        self._subscribers = Subscribers()
         self._stop = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -171,15 +196,7 @@ class Run:
 
     def subscribe(self, handler: EventHandler) -> Callable[[], None]:
         """Call ``handler(event)`` for every event from now on; returns a function that unsubscribes."""
-        with self._lock:
-            self._handlers.append(handler)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if handler in self._handlers:
-                    self._handlers.remove(handler)
-
-        return unsubscribe
+        return self._subscribers.add(handler)
 
     def metrics(self, since_step: int | None = None) -> list[dict[str, Any]]:
         return self.run_dir.metrics(since_step)
@@ -201,9 +218,7 @@ class Run:
     # ------------------------------------------------------------ events
     def emit(self, kind: str, **data: Any) -> None:
         event = Event(kind, self.id, data)
-        with self._lock:
-            handlers = list(self._handlers)
-        for handler in handlers:
+        for handler in self._subscribers:
             try:
                 handler(event)
             except Exception:  # noqa: BLE001 - a broken dashboard must not kill training

@@ -9,6 +9,7 @@ missing. Screenshots, the page HTML, the browser console and the server log go t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -21,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -217,12 +218,10 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="module")
-def lab(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, artifacts: Path):
-    home = tmp_path_factory.mktemp("lab-home")
-    root_dir = tmp_path_factory.mktemp("lab-root")
-    write_notebook(root_dir / NOTEBOOK, tiny_model_dir, home / "ft_runs")
-    server = LabServer(home, root_dir, artifacts / "browser-jupyter-server.log")
+@contextlib.contextmanager
+def running_lab(home: Path, root_dir: Path, log_path: Path) -> Iterator[LabServer]:
+    """A JupyterLab on localhost serving ``root_dir``, ready; stopped with its kernels afterwards."""
+    server = LabServer(home, root_dir, log_path)
     try:
         server.wait_ready()
         yield server
@@ -230,19 +229,27 @@ def lab(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, artifact
         server.stop()
 
 
-@pytest.fixture()
-def page(lab: LabServer, artifacts: Path):
+@contextlib.contextmanager
+def lab_page(lab: LabServer, console_log: Path, viewport: dict[str, int], *,
+             clipboard: bool = False) -> Iterator[Any]:
+    """A page of headless Chromium that never leaves 127.0.0.1; its console and page errors, and any request
+    that tried to leave the machine (none so far: listed, not failed on), go to ``console_log``."""
     console: list[str] = []
     blocked: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            context = browser.new_context(viewport=viewport)
             context.set_default_timeout(30_000)
+            if clipboard:
+                try:
+                    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.base)
+                except Exception:  # older Chromium: the copy is refused, a new cell is still written
+                    pass
 
-            def only_localhost(route: Any) -> None:  # the test never leaves this machine
+            def only_localhost(route: Any) -> None:
                 url = route.request.url
-                if url.startswith(("http://127.0.0.1:", "ws://127.0.0.1:")) or url.startswith(("data:", "blob:")):
+                if url.startswith(("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:")):
                     route.continue_()
                 else:
                     blocked.append(url)
@@ -253,13 +260,26 @@ def page(lab: LabServer, artifacts: Path):
             pg.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
             pg.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
             yield pg
-            if os.environ.get("JUPYTER_FT_BROWSER_DEBUG"):
-                _dump(pg, artifacts / "browser-debug")
         finally:
-            # Requests that tried to leave 127.0.0.1 (none so far) are listed here, not failed on.
-            (artifacts / "browser-console.log").write_text(
-                "\n".join(console + [f"[blocked] {u}" for u in blocked]) + "\n")
+            console_log.write_text("\n".join(console + [f"[blocked] {u}" for u in blocked]) + "\n")
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, artifacts: Path):
+    home = tmp_path_factory.mktemp("lab-home")
+    root_dir = tmp_path_factory.mktemp("lab-root")
+    write_notebook(root_dir / NOTEBOOK, tiny_model_dir, home / "ft_runs")
+    with running_lab(home, root_dir, artifacts / "browser-jupyter-server.log") as server:
+        yield server
+
+
+@pytest.fixture()
+def page(lab: LabServer, artifacts: Path):
+    with lab_page(lab, artifacts / "browser-console.log", {"width": 1280, "height": 1000}) as pg:
+        yield pg
+        if os.environ.get("JUPYTER_FT_BROWSER_DEBUG"):
+            _dump(pg, artifacts / "browser-debug")
 
 
 def _dump(page: Any, stem: Path) -> None:

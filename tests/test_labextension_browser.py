@@ -35,16 +35,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 # The server, the Chromium flags and the notebook helpers are tests/test_browser.py's (importing it also
 # applies its skips: no playwright, no chromium).
 from tests.test_browser import (  # noqa: E402
-    CHROMIUM,
-    CHROMIUM_ARGS,
     LabServer,
     _dump,
+    lab_page,
+    running_lab,
     finetune_cell,
     run_cell,
     wait_kernel_idle,
 )
 
-sync_api = pytest.importorskip("playwright.sync_api")
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -116,42 +115,15 @@ def lab(seeded: dict[str, Any], tiny_model_dir: Path, tmp_path_factory: pytest.T
         nbformat.v4.new_code_cell(TYPO_CELL),
     ]
     nbformat.write(nb, str(root_dir / NOTEBOOK))
-    server = LabServer(tmp_path_factory.mktemp("labext-home"), root_dir, artifacts / "labext-jupyter-server.log")
-    try:
-        server.wait_ready()
+    with running_lab(tmp_path_factory.mktemp("labext-home"), root_dir,
+                     artifacts / "labext-jupyter-server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture()
 def page(lab: LabServer, artifacts: Path):
-    console: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 900})
-            context.set_default_timeout(30_000)
-            try:
-                context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.base)
-            except Exception:  # older Chromium: the copy is refused, the new cell is still written
-                pass
-
-            def only_localhost(route: Any) -> None:
-                url = route.request.url
-                if url.startswith(("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:")):
-                    route.continue_()
-                else:
-                    route.abort()
-
-            context.route("**/*", only_localhost)
-            pg = context.new_page()
-            pg.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
-            pg.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
-            yield pg
-        finally:
-            (artifacts / "labext-console.log").write_text("\n".join(console) + "\n")
-            browser.close()
+    with lab_page(lab, artifacts / "labext-console.log", {"width": 1400, "height": 900}, clipboard=True) as pg:
+        yield pg
 
 
 # --------------------------------------------------------------------------- reading the page

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_training import make_config
@@ -65,25 +66,34 @@ def test_mlflow_that_cannot_start_warns_and_the_run_trains(tiny_model_dir: Path,
     assert run.summary["global_step"] == 3
 
 
-def test_mlflow_export_is_readable_with_mlflows_client(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
+@pytest.fixture()
+def mlflow_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Point MLflow at a local file store (no server) and return a function listing the experiment's runs,
+    read back with MLflow's own client. MLflow 3 keeps the file store behind an opt-in (it prefers a database
+    backend, which needs SQLAlchemy, not part of mlflow-skinny)."""
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     store_dir = tmp_path / "mlruns"
-    # A local file store, no server. MLflow 3 keeps it behind an opt-in (it prefers a database backend,
-    # which needs SQLAlchemy, not part of mlflow-skinny).
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_dir.as_uri())
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "jupyter-ft-test")
+    client = MlflowClient(tracking_uri=store_dir.as_uri())
 
+    def runs() -> tuple[Any, list[Any]]:
+        experiment = client.get_experiment_by_name("jupyter-ft-test")
+        return client, client.search_runs([experiment.experiment_id])
+
+    return runs
+
+
+def test_mlflow_export_is_readable_with_mlflows_client(tiny_model_dir: Path, tmp_path: Path, mlflow_runs):
     root = tmp_path / "runs"
     run = jupyter_ft.finetune(tracked_config(tiny_model_dir, root))
     run.tag("exported")
     assert run.wait(180) == "finished", run.run_dir.record.traceback
 
-    client = MlflowClient(tracking_uri=store_dir.as_uri())
-    experiment = client.get_experiment_by_name("jupyter-ft-test")
-    found = client.search_runs([experiment.experiment_id])
+    client, found = mlflow_runs()
     assert len(found) == 1  # the final evaluation and the summary land in the same MLflow run
     ml = found[0]
     assert ml.info.run_name == "tracked" and ml.info.status == "FINISHED"
@@ -105,15 +115,8 @@ def test_mlflow_export_is_readable_with_mlflows_client(tiny_model_dir: Path, tmp
     assert table["run_id"] == run.id and table["final_eval_loss"] == pytest.approx(summary["final_eval_loss"])
 
 
-def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
+def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tiny_model_dir: Path, tmp_path: Path, mlflow_runs):
     """Stop, resume: one MLflow run with one loss curve over all steps, not a second run from the middle."""
-    pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
-
-    store_dir = tmp_path / "mlruns"
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_dir.as_uri())
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "jupyter-ft-resume")
     root = tmp_path / "runs"
     config = tracked_config(tiny_model_dir, root)
     config["training"].update(max_steps=6, eval_every=1000, save_every=1000)
@@ -127,9 +130,7 @@ def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tiny_model_dir: Path, tmp_
     assert resumed.wait(180) == "finished", resumed.run_dir.record.traceback
     assert RunStore(root).load(run.id).tracking["mlflow"]["run_id"] == first_id
 
-    client = MlflowClient(tracking_uri=store_dir.as_uri())
-    experiment = client.get_experiment_by_name("jupyter-ft-resume")
-    found = client.search_runs([experiment.experiment_id])
+    client, found = mlflow_runs()
     assert [r.info.run_id for r in found] == [first_id]
     assert found[0].info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(first_id, "loss")]
