@@ -514,12 +514,47 @@ def device_memory(device: str) -> tuple[int | None, int | None]:
     return available_memory(device), None
 
 
-def cgroup_memory_left() -> int | None:
-    """Bytes this container may still allocate (cgroup v2 or v1 limit minus usage), or None without a limit.
-    /proc/meminfo shows the host's memory, so a 2 GB Binder pod would otherwise look like a 100 GB machine."""
-    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+def _cgroup_memory_files(proc_cgroup: str, sysfs: str) -> list[tuple[str, str]]:
+    """(limit, usage) file pairs of this process's memory cgroup and its ancestors, innermost first.
+
+    ``/proc/self/cgroup`` names the process's own cgroup: ``0::/path`` (v2) or ``N:memory:/path`` (v1).
+    Reading only the root files saw no limit where the container has no cgroup namespace (docker without
+    cgroupns, ``systemd-run -p MemoryMax=``, a nested limit), and a 2 GB pod looked like its host."""
+    v2: list[str] = []
+    v1: list[str] = []
+    try:
+        with open(proc_cgroup) as fh:
+            for line in fh:
+                parts = line.rstrip("\n").split(":", 2)
+                if len(parts) != 3:
+                    continue
+                if parts[0] == "0" and parts[1] == "":
+                    v2.append(parts[2])
+                elif "memory" in parts[1].split(","):
+                    v1.append(parts[2])
+    except OSError:
+        pass
+
+    def chain(path: str) -> list[str]:
+        parts = [p for p in path.split("/") if p and p not in (".", "..")]
+        return ["/".join(parts[:i]) for i in range(len(parts), 0, -1)] + [""]
+
+    pairs: list[tuple[str, str]] = []
+    for rel in chain(v2[0]) if v2 else [""]:
+        base = os.path.join(sysfs, rel) if rel else sysfs
+        pairs.append((os.path.join(base, "memory.max"), os.path.join(base, "memory.current")))
+    for rel in chain(v1[0]) if v1 else [""]:
+        base = os.path.join(sysfs, "memory", rel) if rel else os.path.join(sysfs, "memory")
+        pairs.append((os.path.join(base, "memory.limit_in_bytes"), os.path.join(base, "memory.usage_in_bytes")))
+    return pairs
+
+
+def cgroup_memory_left(proc_cgroup: str = "/proc/self/cgroup", sysfs: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes this container may still allocate (the tightest cgroup v2 or v1 limit minus its usage, over this
+    process's cgroup and its ancestors), or None without a limit. /proc/meminfo shows the host's memory, so a
+    2 GB Binder pod would otherwise look like a 100 GB machine."""
+    left: int | None = None
+    for limit_path, usage_path in _cgroup_memory_files(proc_cgroup, sysfs):
         try:
             with open(limit_path) as fh:
                 limit = fh.read().strip()
@@ -528,9 +563,10 @@ def cgroup_memory_left() -> int | None:
         except (OSError, ValueError):
             continue
         if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:
-            return None
-        return max(0, int(limit) - usage)
-    return None
+            continue
+        room = max(0, int(limit) - usage)
+        left = room if left is None else min(left, room)
+    return left
 
 
 def available_memory(device: str) -> int | None:

@@ -231,17 +231,41 @@ def test_small_cpu_container_turns_auto_checkpointing_on_and_trains(monkeypatch,
 
 
 def test_cgroup_limit_caps_available_memory(monkeypatch, tmp_path: Path) -> None:
-    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
-    limit.write_text(str(2 * GiB) + "\n")
-    usage.write_text(str(GiB // 2) + "\n")
-    real_open = open
+    """The limit of the process's own cgroup (from /proc/self/cgroup) and its ancestors, v2 and v1: without
+    a cgroup namespace (docker without cgroupns, systemd-run, a nested limit) the root files show no limit."""
+    sysfs, proc = tmp_path / "sys", tmp_path / "cgroup"
 
-    def fake_open(path, *args, **kwargs):
-        mapping = {"/sys/fs/cgroup/memory.max": limit, "/sys/fs/cgroup/memory.current": usage}
-        return real_open(mapping.get(str(path), path), *args, **kwargs)
+    def write(rel: str, name: str, value: str) -> None:
+        (sysfs / rel).mkdir(parents=True, exist_ok=True)
+        (sysfs / rel / name).write_text(value + "\n")
 
-    monkeypatch.setattr("builtins.open", fake_open)
-    assert models.cgroup_memory_left() == 2 * GiB - GiB // 2
-    assert models.available_memory("cpu") <= 2 * GiB - GiB // 2
-    limit.write_text("max\n")
-    assert models.cgroup_memory_left() is None
+    # v2, a pod two levels down: the pod's 2 GiB, 0.5 used, is what is left; the root has no limit
+    write("", "memory.max", "max")
+    write("", "memory.current", str(40 * GiB))
+    write("kubepods/pod1", "memory.max", str(2 * GiB))
+    write("kubepods/pod1", "memory.current", str(GiB // 2))
+    write("kubepods/pod1/jupyter", "memory.max", "max")
+    write("kubepods/pod1/jupyter", "memory.current", str(GiB // 2))
+    proc.write_text("0::/kubepods/pod1/jupyter\n")
+    args = (str(proc), str(sysfs))
+    assert models.cgroup_memory_left(*args) == 2 * GiB - GiB // 2
+    # the tightest of several limits wins
+    write("kubepods", "memory.max", str(GiB))
+    write("kubepods", "memory.current", str(GiB // 4 * 3))
+    assert models.cgroup_memory_left(*args) == GiB // 4
+    # v1 (memory controller line), nested group
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "jft").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(str(1 << 62) + "\n")  # "unlimited" in v1
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(str(9 * GiB) + "\n")
+    (v1 / "memory" / "jft" / "memory.limit_in_bytes").write_text(str(2 * GiB) + "\n")
+    (v1 / "memory" / "jft" / "memory.usage_in_bytes").write_text(str(GiB) + "\n")
+    proc.write_text("9:pids:/\n4:memory:/jft\n1:name=systemd:/\n")
+    assert models.cgroup_memory_left(str(proc), str(v1)) == GiB
+    # no limit anywhere, or no cgroup files at all
+    (v1 / "memory" / "jft" / "memory.limit_in_bytes").write_text(str(1 << 62) + "\n")
+    assert models.cgroup_memory_left(str(proc), str(v1)) is None
+    assert models.cgroup_memory_left(str(tmp_path / "absent"), str(tmp_path / "nothing")) is None
+    # available_memory takes it into account
+    monkeypatch.setattr(models, "cgroup_memory_left", lambda: GiB // 4)
+    assert models.available_memory("cpu") <= GiB // 4

@@ -456,6 +456,37 @@ def test_schema_lists_every_section_and_field_of_the_config(get):
     assert body["sections"]["model"]["doc"]
 
 
+def test_schema_carries_the_nested_keys_the_editor_checks(get):
+    """What the editor's nested hints rely on agrees with what the config and sweep parsers accept."""
+    from jupyter_ft.config import ConfigError, FineTuneConfig
+    from jupyter_ft.sweep import parse_sweep
+
+    code, body = get("schema")
+    assert code == 200
+    probes = body["sections"]["probes"]["fields"]
+    assert {"early_stop", "forgetting_every", "kl_severe", "probe_file"} <= set(probes)
+    roles = body["sections"]["data"]["fields"]["columns"]["keys"]
+    FineTuneConfig.from_dict({"data": {"columns": {role: "col" for role in roles}}})  # every listed role is valid
+    with pytest.raises(ConfigError, match="data.columns.promt"):
+        FineTuneConfig.from_dict({"data": {"columns": {"promt": "q"}}})
+    assert "keys" not in body["sections"]["training"]["fields"]["learning_rate"]
+
+    sweep = body["sweep"]
+    assert set(sweep["reserved"]) == {"method", "n", "seed", "params"}
+    assert sweep["methods"] == ["grid", "random"]
+    assert "training.learning_rate" in sweep["sweepable"] and "lora.r" in sweep["sweepable"]
+    assert not [k for k in sweep["sweepable"] if k.startswith("output.")]  # the runs share output.*
+    # every key and distribution listed is accepted by the sweep parser; a misspelt key or output.* is not
+    spec = parse_sweep({key: [None] for key in sweep["sweepable"]})
+    assert list(spec.params) == sweep["sweepable"]
+    for dist in sweep["distributions"]:
+        parse_sweep({"method": "random", "n": 1, "training.batch_size": {dist: [1, 2]}})
+    with pytest.raises(ConfigError, match="unknown config key"):
+        parse_sweep({"training.learning_rte": [1e-4]})
+    with pytest.raises(ConfigError, match="cannot be swept"):
+        parse_sweep({"output.name": ["a"]})
+
+
 def test_stop_needs_the_token(post, live):
     code, body = post(f"runs/{live.record.id}/stop", headers={})
     assert code == 403

@@ -8,7 +8,9 @@ Routes (under ``<base_url>jupyter-ft/api/``, ``GET`` unless noted, all require t
 ``runs/<id>/metrics?since=N``    ``{"run_id", "status", "since", "last_step", "metrics": [...]}`` (steps > N)
 ``runs/<id>/probes?since=N``     the same shape, ``probes.jsonl``
 ``runs/<id>/samples``            ``{"run_id", "samples": [...], "eval": eval.json or null}``
-``schema``                       ``{"sections": {name: {"doc", "fields": {field: {"type", "default"}}}}}``
+``schema``                       ``{"sections": {name: {"doc", "fields": {field: {"type", "default"[, "keys"]}}}},
+                                 "sweep": {"reserved", "methods", "distributions", "sweepable"}}`` (``keys``:
+                                 a mapping field's fixed keys, e.g. ``data.columns`` roles)
 ``POST runs/<id>/stop``          202 ``{"run_id", "status", "requested": true}``; 409 if the run is not active
 
 Run summaries and records also carry ``progress`` (progress.json: step, max_steps, eta...), ``verdicts``

@@ -105,8 +105,15 @@ def _type_name(hint: Any) -> str:
 
 def config_schema() -> dict[str, Any]:
     """Sections and fields of FineTuneConfig, for the editor's unknown-key hints. Built from the
-    dataclasses, so a field added to the config is known to the lab without touching the extension."""
-    from ..config import SECTIONS
+    dataclasses, so a field added to the config is known to the lab without touching the extension.
+
+    A mapping field whose keys are a fixed set (``data.columns``: its roles) lists them as ``keys``, and
+    ``sweep`` carries what a ``sweep:`` block accepts (its own keys, the dotted keys that can be swept, the
+    distributions), taken from :mod:`jupyter_ft.sweep` so the editor flags what ``parse_sweep`` rejects."""
+    from ..config import COLUMN_ROLES, SECTIONS
+    from ..sweep import DISTRIBUTIONS, METHODS, RESERVED, SWEEPABLE
+
+    field_keys = {("data", "columns"): COLUMN_ROLES}
 
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
@@ -121,9 +128,13 @@ def config_schema() -> dict[str, Any]:
                 default = None
             fields[f.name] = {"type": _type_name(hints.get(f.name, Any)),
                               "default": json.loads(json.dumps(default, default=str))}
+            if (name, f.name) in field_keys:
+                fields[f.name]["keys"] = list(field_keys[(name, f.name)])
         doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
         sections[name] = {"doc": doc, "fields": fields}
-    return {"sections": sections}
+    sweep = {"reserved": list(RESERVED), "methods": list(METHODS), "distributions": list(DISTRIBUTIONS),
+             "sweepable": list(SWEEPABLE)}
+    return {"sections": sections, "sweep": sweep}
 
 
 def _light(record: dict[str, Any], run_path: Path) -> dict[str, Any]:

@@ -3,7 +3,6 @@ import {
   ISchema,
   activeRun,
   bestEvalLoss,
-  findUnknownKeys,
   formatDuration,
   formatEta,
   formatLoss,
@@ -19,6 +18,7 @@ import {
   suggest,
   verdictBadges
 } from '../model';
+import { findConfigProblems } from '../finetuneyaml';
 
 // The shape GET jupyter-ft/api/schema answers (a subset of FineTuneConfig's fields).
 const SCHEMA: ISchema = {
@@ -250,12 +250,12 @@ describe('unknown config keys', () => {
       '# a comment: with a colon',
       'output: {root: runs}'
     ].join('\n');
-    expect(findUnknownKeys(body, SCHEMA)).toEqual([]);
+    expect(findConfigProblems(body, SCHEMA)).toEqual([]);
   });
 
   it('flags a misspelt field with a suggestion and its exact position', () => {
     const body = '%%finetune\ntraining:\n  learning_rat: 1e-3\n  batch_size: 4\n';
-    const [p, ...rest] = findUnknownKeys(body, SCHEMA);
+    const [p, ...rest] = findConfigProblems(body, SCHEMA);
     expect(rest).toEqual([]);
     expect(p.path).toBe('training.learning_rat');
     expect(p.line).toBe(2);
@@ -264,15 +264,15 @@ describe('unknown config keys', () => {
   });
 
   it('flags an unknown section and lists the sections when nothing is close', () => {
-    const problems = findUnknownKeys('%%finetune\ntrainin:\n  max_steps: 3\noptimizer:\n  lr: 1\n', SCHEMA);
+    const problems = findConfigProblems('%%finetune\ntrainin:\n  max_steps: 3\noptimizer:\n  lr: 1\n', SCHEMA);
     expect(problems.map(p => p.path)).toEqual(['trainin', 'optimizer']);
     expect(problems[0].message).toBe("unknown section 'trainin'. Did you mean 'training'?");
-    expect(problems[1].message).toBe('unknown section \'optimizer\'. Sections: model, data, lora, training, output');
+    expect(problems[1].message).toBe('unknown section \'optimizer\'. Sections: model, data, lora, training, output, sweep');
   });
 
   it('lists the known keys when nothing is close', () => {
-    const [p] = findUnknownKeys('%%finetune\nlora:\n  rank_of_adapter: 8\n', SCHEMA);
-    expect(p.message).toBe("unknown key 'rank_of_adapter' in lora. Known keys: r, alpha, dropout");
+    const [p] = findConfigProblems('%%finetune\nlora:\n  quantum_flux: 8\n', SCHEMA);
+    expect(p.message).toBe("unknown key 'quantum_flux' in lora. Known keys: r, alpha, dropout");
   });
 
   it('does not look inside block scalars or shorthand sections', () => {
@@ -287,13 +287,13 @@ describe('unknown config keys', () => {
       'training:',
       '  epochs: 1'
     ].join('\n');
-    expect(findUnknownKeys(body, SCHEMA)).toEqual([]);
+    expect(findConfigProblems(body, SCHEMA)).toEqual([]);
     const after = body + '\n  bogus_field: 1';
-    expect(findUnknownKeys(after, SCHEMA).map(p => p.path)).toEqual(['training.bogus_field']);
+    expect(findConfigProblems(after, SCHEMA).map(p => p.path)).toEqual(['training.bogus_field']);
   });
 
   it('handles an indented body and a body without the magic', () => {
-    expect(findUnknownKeys('  training:\n    max_step: 3', SCHEMA).map(p => p.path)).toEqual(['training.max_step']);
+    expect(findConfigProblems('  training:\n    max_step: 3', SCHEMA).map(p => p.path)).toEqual(['training.max_step']);
   });
 
   it('suggests only close names', () => {
