@@ -363,6 +363,9 @@ def overlay_figure(curves: Sequence[RunCurves], *, x: str = "step", title: str |
                    height: int | None = None) -> "go.Figure":
     """Loss curves of several runs on one axis, one colour per run (train solid, eval dashed with markers,
     the best run drawn thicker); a second panel with the forgetting KL when any run measured it."""
+    from .widgets.dashboard import settle_imports
+
+    settle_imports()  # a sweep's figure is built while its next run's thread imports pandas
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 

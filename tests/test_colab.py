@@ -1,6 +1,6 @@
 """The Colab adapter against a fake ``google.colab`` that records registrations and lets the test play the
 browser: invoke the registered poll/stop callbacks the way ``google.colab.kernel.invokeFunction`` does.
-Runs are real tiny-model runs in the background thread."""
+Runs and sweeps are real tiny-model runs in the background thread."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ import pytest
 
 import jupyter_ft
 from jupyter_ft.store import RunStore
+from jupyter_ft.sweep import Sweep, plan_sweep, start_sweep
 from jupyter_ft.training import Event
 from jupyter_ft.widgets import dashboard as dashboard_mod
-from jupyter_ft.widgets.colab import ColabDashboard, TrackedSeries, in_colab, setup_colab
+from jupyter_ft.widgets import sweep_dashboard as sweep_dashboard_mod
+from jupyter_ft.widgets.colab import ColabDashboard, ColabSweepDashboard, TrackedSeries, in_colab, setup_colab
 from jupyter_ft.widgets.dashboard import dashboard_for
+from jupyter_ft.widgets.sweep_dashboard import StaticSweepDashboard, sweep_dashboard_for
+from test_sweep import fast_config  # the shared tiny-sweep config
 from test_training import make_config  # noqa: E402 - the shared tiny-run config
 
 
@@ -60,13 +64,14 @@ def colab(monkeypatch: pytest.MonkeyPatch) -> FakeColab:
     monkeypatch.setitem(sys.modules, "google.colab", fake.colab)
     monkeypatch.setitem(sys.modules, "google.colab.output", fake.output)
     monkeypatch.delenv("JUPYTER_FT_DASHBOARD", raising=False)
-    # setup_colab registers the "colab" view and makes it the default; undo that for the other tests.
+    # setup_colab registers the "colab" views and makes them the default; undo that for the other tests.
     monkeypatch.setattr(dashboard_mod, "_DASHBOARDS", dict(dashboard_mod._DASHBOARDS))
     monkeypatch.setattr(dashboard_mod, "_AUTO_MODE", None)
+    monkeypatch.setattr(sweep_dashboard_mod, "_SWEEP_DASHBOARDS", dict(sweep_dashboard_mod._SWEEP_DASHBOARDS))
     return fake
 
 
-def poll_until(fake: FakeColab, dash: ColabDashboard, cond, timeout: float = 120.0, cursor=None):
+def poll_until(fake: FakeColab, dash: ColabDashboard | ColabSweepDashboard, cond, timeout: float = 120.0, cursor=None):
     """Poll like the browser does (cursor carried over) until ``cond(answer)``; returns all answers."""
     answers = []
     deadline = time.monotonic() + timeout
@@ -79,12 +84,12 @@ def poll_until(fake: FakeColab, dash: ColabDashboard, cond, timeout: float = 120
         time.sleep(0.05)
 
 
-def rebuild(answers: list[dict], key: str) -> tuple[list, list]:
-    """The browser's copy of one series after applying every answer in order."""
+def rebuild(answers: list[dict], key: str, trial: int | None = None) -> tuple[list, list]:
+    """The browser's copy of one series (of one trial, for a sweep) after applying every answer in order."""
     x: list = []
     y: list = []
     for a in answers:
-        s = a["series"][key]
+        s = a["series"][key] if trial is None else a["series"][trial][key]
         if s["mode"] == "replace":
             x, y = list(s["x"]), list(s["y"])
         else:
@@ -97,7 +102,7 @@ def rebuild(answers: list[dict], key: str) -> tuple[list, list]:
 def test_not_colab_here() -> None:
     assert not in_colab()
     assert setup_colab() is False
-    assert "colab" not in dashboard_mod._DASHBOARDS
+    assert "colab" not in dashboard_mod._DASHBOARDS and "colab" not in sweep_dashboard_mod._SWEEP_DASHBOARDS
 
 
 def test_load_ext_in_colab_enables_widget_manager_and_picks_the_colab_view(colab: FakeColab, tmp_path: Path) -> None:
@@ -332,3 +337,219 @@ def test_probe_verdicts_come_with_the_poll(colab: FakeColab, tmp_path: Path) -> 
     probes = colab.invoke(dash.poll_callback, None)["probes"]
     assert probes["forgetting"] == "Forgetting: severe. KL from base 9.1 nats/token. Lower the learning rate."
     assert probes["overfitting"] == "suspected: the eval loss rose twice"
+
+
+# --------------------------------------------------------------------------- sweeps
+def wait_for_step(run: Any, step: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (run.progress.get("step") or 0) < step and time.monotonic() < deadline and not run.done:
+        time.sleep(0.05)
+    assert (run.progress.get("step") or 0) >= step, (run.status, run.error)
+
+
+def test_auto_picks_the_colab_sweep_view_after_setup(colab: FakeColab, tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = fast_config(tiny_model_dir, tmp_path / "runs", max_steps=1)
+    sweep = start_sweep(cfg, {"training.learning_rate": [1e-4, 1e-3]}, name="pick </script> me")
+    before = sweep_dashboard_for(sweep, "auto")  # widget or static, depending on the shell the tests left behind
+    assert not isinstance(before, ColabSweepDashboard) and not colab.callbacks
+    before.close()
+    assert setup_colab() is True
+    dash = sweep_dashboard_for(sweep, "auto")
+    assert isinstance(dash, ColabSweepDashboard) and not dash.auto_flush  # nothing renders from the training thread
+    assert set(colab.callbacks) == {dash.poll_callback, dash.stop_callback}
+    assert dash.poll_callback.startswith("jupyter_ft.poll.") and dash.stop_callback.startswith("jupyter_ft.stop.")
+    assert isinstance(sweep_dashboard_for(sweep, "colab"), ColabSweepDashboard)
+    import os
+
+    os.environ["JUPYTER_FT_DASHBOARD"] = "static"  # the environment variable still wins over the adapter
+    try:
+        assert isinstance(sweep_dashboard_for(sweep), StaticSweepDashboard)
+    finally:
+        del os.environ["JUPYTER_FT_DASHBOARD"]
+    page = dash.html()
+    assert f'"poll": "{dash.poll_callback}"' in page and f'"stop": "{dash.stop_callback}"' in page
+    assert "google.colab.kernel.invokeFunction" in page and "Plotly.extendTraces" in page
+    assert page.count("</script>") == 1 and "sweep pick &lt;/script&gt; me" in page
+    config = json.loads(page.split("const cfg = ", 1)[1].split(";\n", 1)[0].replace("<\\/", "</"))
+    assert config["traces"] == [[0, 1], [2, 3]] and len(config["figure"]["data"]) == 4
+    assert [t["line"]["color"] for t in config["figure"]["data"][::2]] == [r.color for r in dash.state.runs]
+    assert sweep.wait(120) == ["finished", "finished"], [r.error for r in sweep.runs]
+
+
+def test_sweep_poll_sends_each_trials_new_points_and_the_best(colab: FakeColab, tiny_model_dir: Path,
+                                                              tmp_path: Path) -> None:
+    setup_colab()
+    cfg = fast_config(tiny_model_dir, tmp_path / "runs", max_steps=4, eval_every=2, save_every=100)
+    sweep = Sweep(plan_sweep(cfg, {"training.learning_rate": [1e-4, 3e-3]}, name="poll"))
+    sweep.start()
+    dash = sweep_dashboard_for(sweep)
+    assert isinstance(dash, ColabSweepDashboard)
+    answers = poll_until(colab, dash, lambda a: a["done"])
+    last = answers[-1]
+    assert last["done"] and last["status"] == "finished", [r.error for r in sweep.runs]
+    assert [t["status"] for t in last["trials"]] == ["finished", "finished"]
+    assert last["ended"] == last["total"] == 2 and last["fraction"] == 1.0
+    assert last["can_stop"] is False and last["can_skip"] is False
+    assert any(t["status"] == "running" and t["step"] for a in answers for t in a["trials"]), "never saw a trial train"
+    # after the first answer every curve of every trial is sent incrementally; the copies add up to the history
+    for a in answers[1:]:
+        assert all(c["mode"] == "extend" for s in a["series"] for c in s.values()), a["series"]
+    for i, run in enumerate(sweep.runs):
+        x, y = rebuild(answers, "loss", trial=i)
+        logged = [h for h in run.history if "loss" in h]
+        assert x == [h["step"] for h in logged] and y == pytest.approx([h["loss"] for h in logged])
+        assert sum(len(a["series"][i]["loss"]["x"]) for a in answers) == len(logged)  # no point sent twice
+        ex, ey = rebuild(answers, "eval", trial=i)
+        assert ex == [2, 4] and ey == pytest.approx([h["eval_loss"] for h in run.history if "eval_loss" in h])
+    best = min(range(2), key=lambda i: sweep.runs[i].summary["best_eval_loss"])
+    assert last["best"]["index"] == best and last["best"]["name"] == sweep.runs[best].name
+    assert last["best"]["eval_loss"] == pytest.approx(sweep.runs[best].summary["best_eval_loss"])
+    assert [t["best"] for t in last["trials"]] == [i == best for i in range(2)]
+    assert "status" in last["columns"] and "learning_rate" in last["columns"]
+    assert last["trials"][0]["cells"][last["columns"].index("step")] == "4/4"
+
+    # new points of one trial come back alone; a rewind replaces that trial's curve only
+    cursor = last["cursor"]
+    dash._on_event(Event("log", sweep.runs[1].id, {"step": 5, "loss": 0.5}))
+    new = colab.invoke(dash.poll_callback, cursor)
+    assert new["series"][1]["loss"] == {"mode": "extend", "x": [5], "y": [0.5]}
+    assert new["series"][0]["loss"] == {"mode": "extend", "x": [], "y": []}
+    dash._on_event(Event("log", sweep.runs[0].id, {"step": 2, "loss": 9.0}))
+    rewound = colab.invoke(dash.poll_callback, new["cursor"])
+    assert rewound["series"][0]["loss"]["mode"] == "replace" and rewound["series"][0]["loss"]["x"] == [1, 2]
+    assert rewound["series"][0]["loss"]["y"][-1] == 9.0
+    assert rewound["series"][0]["eval"]["mode"] == "extend" and rewound["series"][1]["loss"]["mode"] == "extend"
+    # a garbage cursor is "send everything", never an error
+    garbage = colab.invoke(dash.poll_callback, ["not", "a", "cursor"])
+    assert all(c["mode"] == "replace" for s in garbage["series"] for c in s.values())
+
+
+def test_sweep_stop_callback_stops_the_trial_and_cancels_the_queued(colab: FakeColab, tiny_model_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    setup_colab()
+    root = tmp_path / "runs"
+    cfg = fast_config(tiny_model_dir, root, max_steps=300, eval_every=1000, save_every=1000)
+    sweep = start_sweep(cfg, {"training.learning_rate": [1e-4, 2e-4, 3e-4]}, name="cancel")
+    dash = sweep_dashboard_for(sweep)
+    first = sweep.runs[0]
+    wait_for_step(first, 1)
+    answers = poll_until(colab, dash, lambda a: (a["trials"][0]["step"] or 0) >= 1, timeout=60)
+    assert answers[-1]["can_stop"] is True and answers[-1]["can_skip"] is True
+    assert [t["status"] for t in answers[-1]["trials"]] == ["running", "queued", "queued"]
+    stopped = colab.invoke(dash.stop_callback, True)  # what the page sends for "Stop sweep"
+    assert stopped["stopping"] is True and stopped["cancelled"] == [1, 2]
+    answers += poll_until(colab, dash, lambda a: a["done"], cursor=answers[-1]["cursor"])
+    last = answers[-1]
+    assert [t["status"] for t in last["trials"]] == ["stopped", "cancelled", "cancelled"]
+    assert last["status"] == "stopped" and last["ended"] == 3 and last["can_stop"] is False
+    assert [t["fraction"] for t in last["trials"][1:]] == [None, None]  # never started
+    assert first.summary["global_step"] < 300 and first.run_dir.last_checkpoint() is not None
+    for run in sweep.runs[1:]:
+        record = RunStore(root).load(run.id)
+        assert record.started_at is None and record.sweep["cancelled"] is True
+    assert colab.invoke(dash.stop_callback, True) == {"status": "stopped", "stopping": False, "cancelled": []}
+
+
+def test_sweep_poll_shows_a_failed_trials_error(colab: FakeColab, tiny_model_dir: Path, tmp_path: Path) -> None:
+    setup_colab()
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in fast_config(tiny_model_dir, tmp_path)["data"]["source"]))
+    cfg = fast_config(tiny_model_dir, tmp_path / "runs")
+    sweep = start_sweep(cfg, {"data.source": [str(tmp_path / "missing.jsonl"), str(good)]}, name="fails")
+    dash = sweep_dashboard_for(sweep)
+    answers = poll_until(colab, dash, lambda a: a["done"], timeout=120)
+    last = answers[-1]
+    failed, ok = last["trials"]
+    assert failed["status"] == "failed" and "missing.jsonl" in failed["error"], failed
+    assert failed["status_color"] == sweep_dashboard_mod.STATUS_COLORS["failed"]
+    assert ok["status"] == "finished" and ok["error"] is None  # the sweep went on with the next trial
+    assert last["status"] == "failed" and last["best"]["index"] == 1
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(300)
+def test_sweep_view_in_a_real_browser_draws_trials_shows_errors_and_stops(colab: FakeColab, tiny_model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """The sweep's HTML+JS view in headless Chromium, the kernel played as in the single-run browser test:
+    two trials fail (their errors show), the third trains live (its curves grow, it is the best), Stop sweep
+    stops it and cancels the fourth."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if chromium is None:
+        pytest.skip("no `chromium` on PATH (run scripts/install_browser.sh)")
+    import plotly
+
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    setup_colab()
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in fast_config(tiny_model_dir, tmp_path)["data"]["source"]))
+    cfg = fast_config(tiny_model_dir, tmp_path / "runs", max_steps=2000, eval_every=5, save_every=1000)
+    sweep = start_sweep(cfg, {"data.source": [str(tmp_path / "missing.jsonl"), str(good)],
+                              "training.learning_rate": [1e-4, 2e-4]}, name="browser")
+    dash = sweep_dashboard_for(sweep)
+    assert isinstance(dash, ColabSweepDashboard)
+    calls: list[str] = []
+    answers: list[dict[str, Any]] = []
+
+    def py_invoke(name: str, args: list) -> Any:
+        calls.append(name)
+        answer = colab.invoke(name, *args)
+        if name == dash.poll_callback:
+            answers.append(answer)
+        return answer
+
+    artifacts = Path(__file__).resolve().parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    statuses = "() => Array.from(document.querySelectorAll('[data-role=\"trial-status\"]')).map(e => e.textContent)"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.route("https://cdn.plot.ly/**", lambda route: route.fulfill(
+                path=str(plotly_js), content_type="application/javascript"))
+            page.expose_function("pyInvoke", py_invoke)
+            fake_kernel = """<script>window.google = {colab: {kernel: {invokeFunction: async (name, args, kwargs) =>
+                ({data: {"application/json": await window.pyInvoke(name, args)}})}}};</script>"""
+            page.set_content(f"<!doctype html><html><body>{fake_kernel}{dash.html()}</body></html>")
+            plot = '[data-role="plot"]'
+            # the third trial's train (trace 4) and eval (trace 5) curves grow while it trains
+            try:
+                page.wait_for_function(f"""() => {{ const p = document.querySelector('{plot}');
+                    return p && p.data && p.data[4].x.length >= 3 && p.data[5].x.length >= 1; }}""", timeout=150_000)
+            except sync_api.TimeoutError:
+                page.screenshot(path=str(artifacts / "colab-sweep-dashboard-timeout.png"))
+                raise AssertionError(f"no live points; page errors: {errors}; calls: {len(calls)}; "
+                                     f"trials: {[r.status for r in sweep.runs]}") from None
+            assert page.evaluate(statuses) == ["failed", "failed", "running", "queued"]
+            trial_errors = page.locator('[data-role="trial-error"]').all_inner_texts()
+            assert len(trial_errors) == 2 and all("missing.jsonl" in e for e in trial_errors), trial_errors
+            assert page.inner_text('[data-role="status"]') == "sweep running"
+            assert page.inner_text('[data-role="best"]').startswith("\u2605 best: browser-3")
+            assert page.evaluate(f"document.querySelector('{plot}').data[4].name").startswith("\u2605 ")
+            assert page.evaluate(f"document.querySelector('{plot}').data[4].line.width") == 3.0
+            assert "2/4 runs done" in page.inner_text('[data-role="progress"]')
+            page.screenshot(path=str(artifacts / "colab-sweep-dashboard.png"))
+            page.click('[data-role="stop"]')
+            page.wait_for_function(
+                "() => document.querySelector('[data-role=\"status\"]').textContent === 'sweep failed'", timeout=60_000)
+            assert page.evaluate(statuses) == ["failed", "failed", "stopped", "cancelled"]
+            assert sweep.wait(30) == ["failed", "failed", "stopped", "stopped"]
+            expected = len([h for h in sweep.runs[2].history if "loss" in h])
+            page.wait_for_function(f"document.querySelector('{plot}').data[4].x.length >= {expected}", timeout=30_000)
+            page.wait_for_timeout(1500)  # a further poll must not add duplicates
+            n_points = page.evaluate(f"document.querySelector('{plot}').data[4].x.length")
+            assert page.evaluate("document.querySelector('[data-role=\"stop\"]').disabled") is True
+            assert page.evaluate("document.querySelector('[data-role=\"skip\"]').disabled") is True
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert dash.stop_callback in calls and len(answers) >= 2
+    assert all(c["mode"] == "extend" for a in answers[1:] for s in a["series"] for c in s.values())
+    assert n_points == expected  # the browser holds every point of the trial, once
+    assert sweep.runs[2].run_dir.last_checkpoint() is not None and sweep.status_of(sweep.runs[3]) == "cancelled"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import html
+import importlib
 import json
 import math
 import os
@@ -351,10 +352,27 @@ def _finite(v: Any) -> bool:
 
 
 # =========================================================================== figure (plotly, no widgets)
+def settle_imports() -> None:
+    """Import numpy and pandas here, before building a figure, so no other thread can be half-way through.
+
+    plotly's validators look ``pandas`` up in ``sys.modules`` without importing it; right after a run starts,
+    the training thread imports pandas (``datasets``), and a figure built in the main thread meanwhile fails
+    with "partially initialized module 'pandas'". Once this returns both modules are complete: importing a
+    module that another thread is initializing waits on its import lock. Both are already dependencies of
+    training, so this costs nothing a run would not spend anyway.
+    """
+    for name in ("numpy", "pandas"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # plotly copes without them
+            pass
+
+
 def build_figure(state: DashboardState, *, smoothing: float = 0.6, log_scale: bool = False,
                  title: str | None = None, height: int = 560) -> "go.Figure":
     """A static figure: loss (train raw + smoothed, eval with markers, best eval starred), learning rate and
     tokens/s, stacked against a shared step axis."""
+    settle_imports()
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -445,6 +463,11 @@ class ThrottledFlush:
         self._timer: threading.Timer | None = None
         self._last_flush = float("-inf")
         self._closed = False
+
+    def has_pending(self) -> bool:
+        """Whether events wait to be applied (a poller must not call the run over before they are)."""
+        with self._lock:
+            return bool(self._pending)
 
     def refresh(self) -> bool:
         """Apply the buffered events now and render what changed; returns whether anything was pending.
@@ -563,10 +586,6 @@ class Dashboard(ThrottledFlush):
         with self._flush_lock:
             self.state.load_run(run)
             self._render(ALL_PARTS)
-
-    def has_pending(self) -> bool:
-        with self._lock:
-            return bool(self._pending)
 
     def wait(self, timeout: float | None = None, poll: float | None = None) -> str:
         """Block (main thread) until the run ends, refreshing every ``poll`` seconds, then ``finish()``.

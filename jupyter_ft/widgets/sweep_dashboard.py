@@ -6,7 +6,8 @@ flushes at most once per ``min_interval`` from a timer, and two views: :class:`W
 (ipywidgets + a plotly ``FigureWidget``, with "Stop sweep" and "Skip run" buttons) and
 :class:`StaticSweepDashboard` (a text line updated in place, then the figure and the table once the sweep ends)
 for nbconvert, ``jupyter execute`` and terminal IPython. :func:`sweep_dashboard_for` picks one;
-:func:`register_sweep_dashboard` plugs in another (a Colab adapter).
+:func:`register_sweep_dashboard` plugs in another (Colab's polling view,
+:class:`jupyter_ft.widgets.colab.ColabSweepDashboard`, registered by ``setup_colab``).
 """
 
 from __future__ import annotations
@@ -434,8 +435,9 @@ def sweep_dashboard_for(sweep: "Sweep", mode: str = "auto", **kwargs: Any) -> Sw
     if mode == "auto":
         claimed = getattr(_single, "_AUTO_MODE", None)  # an adapter (Colab) took over the single-run "auto"
         if claimed:
-            # Without a sweep view of that adapter, widgets updated from the training thread may freeze
-            # there (Colab drops them): the static view is the one that works everywhere.
+            # The adapter's sweep view when it registered one (setup_colab registers ColabSweepDashboard);
+            # without, widgets updated from the training thread may freeze there (Colab drops them), so the
+            # static view, which works everywhere, is the fallback.
             mode = claimed if claimed in _SWEEP_DASHBOARDS else "static"
         else:
             mode = "widget" if _widget_frontend() else "static"
