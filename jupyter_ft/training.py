@@ -298,16 +298,25 @@ class Run:
 
         estimate = models.estimate_memory(cfg, resolved, device, longest=_longest_row(train_ds))
         rd.save(memory_estimate=estimate.to_dict())
-        if (estimate.verdict == "too_big" and device == "cuda"
+        if (estimate.verdict == "too_big" and (device == "cuda" or estimate.hard_limit)
                 and not os.environ.get("JUPYTER_FT_IGNORE_MEMORY_ESTIMATE")):
-            # Past the estimate's error margin: say so now rather than fail with a CUDA OOM minutes later.
+            # Past the estimate's error margin: say so now rather than fail with a CUDA OOM minutes later, or,
+            # in a container with a hard memory limit (Binder's 2 GB), have the kernel killed with everything
+            # the notebook held.
+            where = ("GPU memory" if device == "cuda" else
+                     "memory in this container (past its limit the kernel is killed, not slowed)")
             raise models.InsufficientMemory(
-                f"Not enough GPU memory: the estimate is {estimate}. To fit: {estimate.advice(cfg)}. "
+                f"Not enough {where}: the estimate is {estimate}. To fit: {estimate.advice(cfg)}. "
                 "(Set JUPYTER_FT_IGNORE_MEMORY_ESTIMATE=1 to try anyway.)")
+        self._memory_plan = dict(estimate.plan or {})
         if (estimate.plan or {}).get("reason") == "low memory":
             warning = (f"Little memory is free ({estimate.available / 2**30:.1f} GiB): gradient checkpointing is on "
                        "for this run (about 30% slower, much less memory). Set training.gradient_checkpointing: "
                        "false to turn it off.")
+            if estimate.plan.get("micro_batch_size"):
+                micro, factor = estimate.plan["micro_batch_size"], estimate.plan["grad_accum_factor"]
+                warning += (f" Each batch of {cfg.training.batch_size} also runs as {factor} micro-batches of "
+                            f"{micro}, accumulated: the same examples per optimizer step, {factor}x the passes.")
             rd.record.warnings.append(warning)
             rd.save()
             self.emit("warning", message=warning)
@@ -378,11 +387,16 @@ class Run:
         if early_stop:  # the Trainer restores the best checkpoint, so it must save at every evaluation
             best_args = {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss",
                          "greater_is_better": False}
+        memory_plan = getattr(self, "_memory_plan", None) or {}
+        micro = int(memory_plan.get("micro_batch_size") or t.batch_size)
+        accum_factor = int(memory_plan.get("grad_accum_factor") or 1)
         args = TrainingArguments(
             output_dir=str(self.run_dir.checkpoints_dir),
-            per_device_train_batch_size=t.batch_size,
-            per_device_eval_batch_size=t.batch_size,
-            gradient_accumulation_steps=t.grad_accum,
+            # a container's low memory may have split each batch into micro-batches (MemoryEstimate.plan):
+            # the same examples per optimizer step, accumulated
+            per_device_train_batch_size=micro,
+            per_device_eval_batch_size=micro,
+            gradient_accumulation_steps=t.grad_accum * accum_factor,
             learning_rate=t.learning_rate,
             num_train_epochs=float(t.epochs),
             max_steps=t.max_steps if t.max_steps is not None else -1,

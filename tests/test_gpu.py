@@ -230,6 +230,28 @@ def test_small_cpu_container_turns_auto_checkpointing_on_and_trains(monkeypatch,
     assert est.plan["gradient_checkpointing"] is False and "reason" not in est.plan
 
 
+def test_a_cpu_run_past_a_containers_hard_limit_fails_before_loading(monkeypatch, tiny_model_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """Past a cgroup limit the kernel is killed with everything the notebook held: a CPU run that clearly
+    cannot fit fails first, with what to lower. Host RAM without a limit only warns (it swaps, it is slow)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(models, "cgroup_memory_left", lambda: 2 * 2**20)  # 2 MiB left in the pod
+    loaded = []
+    monkeypatch.setattr(models, "load_base_model", lambda *a, **k: loaded.append(a))
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs"))
+    assert run.wait(120) == "failed"
+    assert run.error.startswith("InsufficientMemory: Not enough memory in this container (past its limit the "
+                                "kernel is killed, not slowed)"), run.error
+    assert "lower training.batch_size (now 4" in run.error and not loaded
+    estimate = run.run_dir.record.memory_estimate
+    assert estimate["hard_limit"] is True and estimate["verdict"] == "too_big"
+    # the same shortfall without a container limit: a warning, and it trains
+    monkeypatch.setattr(models, "cgroup_memory_left", lambda: None)
+    monkeypatch.setattr(models, "available_memory", lambda device: 2 * 2**20)
+    est = models.estimate_memory(FineTuneConfig.from_dict({"model": {"name": str(tiny_model_dir)}}), device="cpu")
+    assert est.verdict == "too_big" and est.hard_limit is False
+
+
 def test_cgroup_limit_caps_available_memory(monkeypatch, tmp_path: Path) -> None:
     """The limit of the process's own cgroup (from /proc/self/cgroup) and its ancestors, v2 and v1: without
     a cgroup namespace (docker without cgroupns, systemd-run, a nested limit) the root files show no limit."""
@@ -269,3 +291,37 @@ def test_cgroup_limit_caps_available_memory(monkeypatch, tmp_path: Path) -> None
     # available_memory takes it into account
     monkeypatch.setattr(models, "cgroup_memory_left", lambda: GiB // 4)
     assert models.available_memory("cpu") <= GiB // 4
+
+
+def test_a_tight_container_splits_batches_into_accumulated_micro_batches(monkeypatch, tiny_model_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """Under a hard limit where checkpointing alone does not fit (the quickstart in Binder's 2 GB), ``auto``
+    also runs each batch as accumulated micro-batches: the same examples per optimizer step, so the same
+    number of steps and schedule; the Trainer gets the smaller batch and the larger accumulation."""
+    from jupyter_ft.training import Run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    base = FineTuneConfig.from_dict(make_config(tiny_model_dir, tmp_path / "runs"))
+    resolved = models.resolve_model(str(tiny_model_dir))
+    whole = models.estimate_memory(base.replace(**{"training.gradient_checkpointing": True}), resolved, "cpu")
+    half = models.estimate_memory(base.replace(**{"training.gradient_checkpointing": True,
+                                                  "training.batch_size": 2}), resolved, "cpu")
+    room = int(half.total / models.MemoryEstimate.TIGHT) + 1  # the micro-batches fit, whole batches do not
+    assert whole.total > models.MemoryEstimate.TIGHT * room
+    monkeypatch.setattr(models, "cgroup_memory_left", lambda: room)
+    plan = models.estimate_memory(base, resolved, "cpu").plan
+    assert (plan["micro_batch_size"], plan["grad_accum_factor"], plan["gradient_checkpointing"]) == (2, 2, True)
+
+    trainers: list = []
+    original = Run._trainer
+    monkeypatch.setattr(Run, "_trainer", lambda self, *a, **k: trainers.append(original(self, *a, **k)) or trainers[-1])
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=3, eval_every=3))
+    assert run.wait(180) == "finished", run.run_dir.record.traceback
+    args = trainers[0].args
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)
+    assert run.summary["global_step"] == 3
+    assert any("Each batch of 4 also runs as 2 micro-batches of 2" in w for w in run.run_dir.record.warnings)
+    # without a hard limit (host RAM that can swap) batches are never split
+    monkeypatch.setattr(models, "cgroup_memory_left", lambda: None)
+    monkeypatch.setattr(models, "available_memory", lambda device: room)
+    assert "micro_batch_size" not in models.estimate_memory(base, resolved, "cpu").plan
