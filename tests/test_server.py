@@ -586,3 +586,43 @@ def test_jupyter_labextension_list_shows_the_lab_extension_enabled():
     out = subprocess.run([str(jupyter), "labextension", "list"], capture_output=True, text=True, timeout=180, env=env)
     text = (out.stdout + out.stderr).replace("\x1b[32m", "").replace("\x1b[0m", "")
     assert any("jupyter-ft" in line and "enabled" in line and "OK" in line for line in text.splitlines()), text
+
+
+# --------------------------------------------------------------------------- incremental reading
+def test_jsonl_tail_reads_only_what_was_appended(tmp_path, monkeypatch):
+    """The sidebar and the run panel poll every few seconds: a long run's files are parsed once, then only
+    their new lines; a torn last line waits for its newline; a replaced or shrunk file is read afresh."""
+    import json as _json
+
+    from jupyter_ft.server.handlers import JsonlTail
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(_json.dumps({"step": i, "loss": 1.0 / i}) + "\n" for i in range(1, 4)))
+    tail = JsonlTail(max_files=2)
+    parsed: list[bytes] = []
+    real_loads = _json.loads
+    monkeypatch.setattr("jupyter_ft.server.handlers.json.loads", lambda s, *a, **k: parsed.append(s) or real_loads(s))
+    assert [r["step"] for r in tail.read(path)] == [1, 2, 3]
+    assert len(parsed) == 3
+    with open(path, "a") as fh:
+        fh.write(_json.dumps({"step": 4, "loss": 0.2}) + "\n" + '{"step": 5, "lo')  # a writer mid-line
+    assert [r["step"] for r in tail.read(path, since_step=2)] == [3, 4]
+    assert len(parsed) == 4  # only the new complete line was parsed
+    with open(path, "a") as fh:
+        fh.write('ss": 0.1}\n')
+    assert [r["step"] for r in tail.read(path)] == [1, 2, 3, 4, 5]
+    assert tail.read(path, since_step=5) == []
+
+    replaced = tmp_path / "new.jsonl"  # a deleted and recreated run: another file at the same path
+    replaced.write_text(_json.dumps({"step": 1, "loss": 9.0}) + "\n")
+    replaced.replace(path)
+    assert tail.read(path) == [{"step": 1, "loss": 9.0}]
+    path.write_text("")  # shrunk in place
+    assert tail.read(path) == []
+    path.unlink()
+    assert tail.read(path) == []
+
+    for name in ("a", "b", "c"):  # bounded: the least recently read file is dropped
+        (tmp_path / f"{name}.jsonl").write_text('{"step": 1}\n')
+        tail.read(tmp_path / f"{name}.jsonl")
+    assert len(tail._files) == 2 and str(tmp_path / "a.jsonl") not in tail._files

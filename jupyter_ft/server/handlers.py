@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
+import threading
 import typing
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,66 @@ def _worse(a: str | None, b: str | None) -> str | None:
     return a if _SEVERITY.get(a, 0) >= _SEVERITY.get(b, 0) else b
 
 
+class JsonlTail:
+    """The records of append-only ``.jsonl`` files, read incrementally across requests.
+
+    The sidebar polls every few seconds and the run panel asks for ``metrics?since=N``; reading a long run's
+    whole file for each answer grew with the run (tens of thousands of lines). This keeps, per file, the
+    parsed records and the byte offset of the last complete line, and reads only what was appended since. A
+    file that shrank or was replaced (a resumed run rewinds its metrics; a deleted and recreated run) is
+    read again from the start; a torn last line waits for its newline. At most ``max_files`` files are
+    kept, the least recently read dropped first."""
+
+    def __init__(self, max_files: int = 64) -> None:
+        self.max_files = max_files
+        self._files: dict[str, tuple[tuple[int, int], int, list[dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, path: Path, since_step: int | None = None) -> list[dict[str, Any]]:
+        key = str(path)
+        try:
+            st = os.stat(key)
+        except OSError:
+            with self._lock:
+                self._files.pop(key, None)
+            return []
+        identity = (st.st_ino, st.st_dev)
+        with self._lock:
+            cached = self._files.pop(key, None)
+            if cached is None or cached[0] != identity or cached[1] > st.st_size:
+                cached = (identity, 0, [])
+            _identity, offset, rows = cached
+            if st.st_size > offset:
+                offset = self._append(key, offset, rows)
+            self._files[key] = (identity, offset, rows)  # most recently read last
+            while len(self._files) > self.max_files:
+                self._files.pop(next(iter(self._files)))
+            if since_step is None:
+                return list(rows)
+            return [r for r in rows if r.get("step", 0) > since_step]
+
+    @staticmethod
+    def _append(path: str, offset: int, rows: list[dict[str, Any]]) -> int:
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except OSError:
+            return offset
+        end = data.rfind(b"\n") + 1  # complete lines only: a writer may be mid-line
+        for line in data[:end].splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                rows.append(rec)
+        return offset + end
+
+
+_TAIL = JsonlTail()
+
+
 def read_progress(run_path: Path) -> dict[str, Any] | None:
     """The training thread's progress.json (step, max_steps, epoch, elapsed, eta, time), if any."""
     try:
@@ -84,14 +146,14 @@ def live_facts(record: dict[str, Any], run_path: Path) -> dict[str, Any]:
         verdicts = {"overfitting": probes.get("overfitting"), "forgetting": probes.get("forgetting")}
     else:
         verdicts = {"overfitting": None, "forgetting": None}
-        for row in read_jsonl(run_path / "probes.jsonl"):
+        for row in _TAIL.read(run_path / "probes.jsonl"):
             over, forget = row.get("overfitting"), row.get("forgetting")
             if isinstance(over, dict):
                 verdicts["overfitting"] = _worse(verdicts["overfitting"], over.get("status"))
             if isinstance(forget, dict):
                 verdicts["forgetting"] = _worse(verdicts["forgetting"], forget.get("verdict"))
     if best is None and record.get("status") in ACTIVE:
-        losses = [m["eval_loss"] for m in read_jsonl(run_path / "metrics.jsonl")
+        losses = [m["eval_loss"] for m in _TAIL.read(run_path / "metrics.jsonl")
                   if isinstance(m.get("eval_loss"), (int, float))]
         best = min(losses) if losses else None
     return {"progress": read_progress(run_path), "verdicts": verdicts, "best_eval_loss": best}
@@ -256,7 +318,7 @@ class _SeriesHandler(_Base):
     def get(self, run_id: str) -> None:
         since = self.since()
         rd = self.open_run(run_id)
-        rows = read_jsonl(rd.path / self.filename, since)
+        rows = _TAIL.read(rd.path / self.filename, since)
         steps = [r["step"] for r in rows if isinstance(r.get("step"), (int, float))]
         last = max(steps) if steps else since
         self.reply({"run_id": rd.record.id, "status": rd.record.status, "since": since, "last_step": last,
