@@ -4,12 +4,13 @@ Runs and sweeps are real tiny-model runs in the background thread."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -244,26 +245,36 @@ def test_failed_run_shows_its_error(colab: FakeColab, tiny_model_dir: Path, tmp_
     assert answers[-1]["status_text"].startswith("failed:")
 
 
-# --------------------------------------------------------------------------- the JavaScript view, in Chromium
-@pytest.mark.browser
-@pytest.mark.timeout(240)
-def test_view_in_a_real_browser_draws_live_points_and_stops(colab: FakeColab, tiny_model_dir: Path,
-                                                            tmp_path: Path) -> None:
-    """The HTML+JS view in headless Chromium, with ``google.colab.kernel.invokeFunction`` played by a page
-    function that calls the registered Python callbacks and plotly.js served from the plotly package."""
+# --------------------------------------------------------------------------- the JavaScript views, in Chromium
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+FAKE_KERNEL = """<script>window.google = {colab: {kernel: {invokeFunction: async (name, args, kwargs) =>
+    ({data: {"application/json": await window.pyInvoke(name, args)}})}}};</script>"""
+
+
+def chromium_or_skip() -> tuple[Any, str, Path]:
+    """Playwright's sync API, the system Chromium and plotly.js from the plotly package (no network)."""
     import shutil
+
+    import plotly
 
     chromium = shutil.which("chromium")
     sync_api = pytest.importorskip("playwright.sync_api")
     if chromium is None:
         pytest.skip("no `chromium` on PATH (run scripts/install_browser.sh)")
-    import plotly
+    return sync_api, chromium, Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
-    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    setup_colab()
-    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=2000, eval_every=5,
-                                          save_every=1000))
-    dash = dashboard_for(run)
+
+class ColabPage:
+    """A view's HTML in headless Chromium, ``google.colab.kernel.invokeFunction`` played by a page function
+    that calls the registered Python callbacks through the fake Colab (JSON both ways)."""
+
+    def __init__(self, page: Any, errors: list[str], calls: list[str], answers: list[dict[str, Any]]) -> None:
+        self.page, self.errors, self.calls, self.answers = page, errors, calls, answers
+
+
+@contextlib.contextmanager
+def colab_page(colab: FakeColab, dash: Any, browser: tuple[Any, str, Path], height: int) -> Iterator[ColabPage]:
+    sync_api, chromium, plotly_js = browser
     calls: list[str] = []
     answers: list[dict[str, Any]] = []
 
@@ -274,48 +285,61 @@ def test_view_in_a_real_browser_draws_live_points_and_stops(colab: FakeColab, ti
             answers.append(answer)
         return answer
 
-    artifacts = Path(__file__).resolve().parent / "artifacts"
-    artifacts.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        chrome = pw.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page = chrome.new_page(viewport={"width": 1100, "height": height})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.route("https://cdn.plot.ly/**", lambda route: route.fulfill(
                 path=str(plotly_js), content_type="application/javascript"))
             page.expose_function("pyInvoke", py_invoke)
-            fake_kernel = """<script>window.google = {colab: {kernel: {invokeFunction: async (name, args, kwargs) =>
-                ({data: {"application/json": await window.pyInvoke(name, args)}})}}};</script>"""
-            page.set_content(f"<!doctype html><html><body>{fake_kernel}{dash.html()}</body></html>")
-            plot = '[data-role="plot"]'
-            # loss points arrive while it trains, and the eval curve gets its first points
-            try:
-                page.wait_for_function(f"""() => {{ const p = document.querySelector('{plot}');
-                    return p && p.data && p.data[0].x.length >= 3 && p.data[2].x.length >= 1; }}""", timeout=120_000)
-            except sync_api.TimeoutError:
-                page.screenshot(path=str(artifacts / "colab-dashboard-timeout.png"))
-                raise AssertionError(f"no live points; page errors: {errors}; calls: {len(calls)}; "
-                                     f"run: {run.status}") from None
-            assert page.inner_text('[data-role="status"]') == "running"
-            assert "ETA" in page.inner_text('[data-role="progress"]')
-            page.screenshot(path=str(artifacts / "colab-dashboard.png"))
-            page.click('[data-role="stop"]')
-            page.wait_for_function("""() => document.querySelector('[data-role="status"]').textContent === 'stopped'""",
-                                   timeout=60_000)
-            # "stopped" can show one poll before the thread's last logged point: let the view catch up
-            # (it polls until the run is done and nothing is pending), then it must hold every point, once
-            assert run.wait(30) == "stopped"
-            expected = len([h for h in run.history if "loss" in h])
-            page.wait_for_function(f"document.querySelector('{plot}').data[0].x.length >= {expected}",
-                                   timeout=30_000)
-            page.wait_for_timeout(1500)  # a further poll must not add duplicates
-            n_points = page.evaluate(f"document.querySelector('{plot}').data[0].x.length")
-            assert not errors, errors
+            page.set_content(f"<!doctype html><html><body>{FAKE_KERNEL}{dash.html()}</body></html>")
+            yield ColabPage(page, errors, calls, answers)
         finally:
-            browser.close()
+            chrome.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(240)
+def test_view_in_a_real_browser_draws_live_points_and_stops(colab: FakeColab, tiny_model_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """The HTML+JS view in headless Chromium, with ``google.colab.kernel.invokeFunction`` played by a page
+    function that calls the registered Python callbacks and plotly.js served from the plotly package."""
+    browser = chromium_or_skip()
+    setup_colab()
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=2000, eval_every=5,
+                                          save_every=1000))
+    dash = dashboard_for(run)
+    with colab_page(colab, dash, browser, 800) as view:
+        page, errors, calls, answers = view.page, view.errors, view.calls, view.answers
+        plot = '[data-role="plot"]'
+        # loss points arrive while it trains, and the eval curve gets its first points
+        try:
+            page.wait_for_function(f"""() => {{ const p = document.querySelector('{plot}');
+                return p && p.data && p.data[0].x.length >= 3 && p.data[2].x.length >= 1; }}""", timeout=120_000)
+        except browser[0].TimeoutError:
+            page.screenshot(path=str(ARTIFACTS / "colab-dashboard-timeout.png"))
+            raise AssertionError(f"no live points; page errors: {errors}; calls: {len(calls)}; "
+                                 f"run: {run.status}") from None
+        assert page.inner_text('[data-role="status"]') == "running"
+        assert "ETA" in page.inner_text('[data-role="progress"]')
+        page.screenshot(path=str(ARTIFACTS / "colab-dashboard.png"))
+        page.click('[data-role="stop"]')
+        page.wait_for_function("""() => document.querySelector('[data-role="status"]').textContent === 'stopped'""",
+                               timeout=60_000)
+        # "stopped" can show one poll before the thread's last logged point: let the view catch up
+        # (it polls until the run is done and nothing is pending), then it must hold every point, once
+        assert run.wait(30) == "stopped"
+        expected = len([h for h in run.history if "loss" in h])
+        page.wait_for_function(f"document.querySelector('{plot}').data[0].x.length >= {expected}",
+                               timeout=30_000)
+        page.wait_for_timeout(1500)  # a further poll must not add duplicates
+        n_points = page.evaluate(f"document.querySelector('{plot}').data[0].x.length")
+        assert not errors, errors
     assert run.wait(30) == "stopped" and run.run_dir.last_checkpoint() is not None
     # how many polls it takes depends on the machine's speed (a fast one logs every point before the first
     # poll); what must hold is that the view kept polling and sent its cursor back, so later answers extend
@@ -473,15 +497,7 @@ def test_sweep_view_in_a_real_browser_draws_trials_shows_errors_and_stops(colab:
     """The sweep's HTML+JS view in headless Chromium, the kernel played as in the single-run browser test:
     two trials fail (their errors show), the third trains live (its curves grow, it is the best), Stop sweep
     stops it and cancels the fourth."""
-    import shutil
-
-    chromium = shutil.which("chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if chromium is None:
-        pytest.skip("no `chromium` on PATH (run scripts/install_browser.sh)")
-    import plotly
-
-    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    browser = chromium_or_skip()
     setup_colab()
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps(r) + "\n" for r in fast_config(tiny_model_dir, tmp_path)["data"]["source"]))
@@ -490,65 +506,39 @@ def test_sweep_view_in_a_real_browser_draws_trials_shows_errors_and_stops(colab:
                               "training.learning_rate": [1e-4, 2e-4]}, name="browser")
     dash = sweep_dashboard_for(sweep)
     assert isinstance(dash, ColabSweepDashboard)
-    calls: list[str] = []
-    answers: list[dict[str, Any]] = []
-
-    def py_invoke(name: str, args: list) -> Any:
-        calls.append(name)
-        answer = colab.invoke(name, *args)
-        if name == dash.poll_callback:
-            answers.append(answer)
-        return answer
-
-    artifacts = Path(__file__).resolve().parent / "artifacts"
-    artifacts.mkdir(exist_ok=True)
     statuses = "() => Array.from(document.querySelectorAll('[data-role=\"trial-status\"]')).map(e => e.textContent)"
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+    with colab_page(colab, dash, browser, 900) as view:
+        page, errors, calls, answers = view.page, view.errors, view.calls, view.answers
+        plot = '[data-role="plot"]'
+        # the third trial's train (trace 4) and eval (trace 5) curves grow while it trains
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.route("https://cdn.plot.ly/**", lambda route: route.fulfill(
-                path=str(plotly_js), content_type="application/javascript"))
-            page.expose_function("pyInvoke", py_invoke)
-            fake_kernel = """<script>window.google = {colab: {kernel: {invokeFunction: async (name, args, kwargs) =>
-                ({data: {"application/json": await window.pyInvoke(name, args)}})}}};</script>"""
-            page.set_content(f"<!doctype html><html><body>{fake_kernel}{dash.html()}</body></html>")
-            plot = '[data-role="plot"]'
-            # the third trial's train (trace 4) and eval (trace 5) curves grow while it trains
-            try:
-                page.wait_for_function(f"""() => {{ const p = document.querySelector('{plot}');
-                    return p && p.data && p.data[4].x.length >= 3 && p.data[5].x.length >= 1; }}""", timeout=150_000)
-            except sync_api.TimeoutError:
-                page.screenshot(path=str(artifacts / "colab-sweep-dashboard-timeout.png"))
-                raise AssertionError(f"no live points; page errors: {errors}; calls: {len(calls)}; "
-                                     f"trials: {[r.status for r in sweep.runs]}") from None
-            assert page.evaluate(statuses) == ["failed", "failed", "running", "queued"]
-            trial_errors = page.locator('[data-role="trial-error"]').all_inner_texts()
-            assert len(trial_errors) == 2 and all("missing.jsonl" in e for e in trial_errors), trial_errors
-            assert page.inner_text('[data-role="status"]') == "sweep running"
-            assert page.inner_text('[data-role="best"]').startswith("\u2605 best: browser-3")
-            assert page.evaluate(f"document.querySelector('{plot}').data[4].name").startswith("\u2605 ")
-            assert page.evaluate(f"document.querySelector('{plot}').data[4].line.width") == 3.0
-            assert "2/4 runs done" in page.inner_text('[data-role="progress"]')
-            page.screenshot(path=str(artifacts / "colab-sweep-dashboard.png"))
-            page.click('[data-role="stop"]')
-            page.wait_for_function(
-                "() => document.querySelector('[data-role=\"status\"]').textContent === 'sweep failed'", timeout=60_000)
-            assert page.evaluate(statuses) == ["failed", "failed", "stopped", "cancelled"]
-            assert sweep.wait(30) == ["failed", "failed", "stopped", "stopped"]
-            expected = len([h for h in sweep.runs[2].history if "loss" in h])
-            page.wait_for_function(f"document.querySelector('{plot}').data[4].x.length >= {expected}", timeout=30_000)
-            page.wait_for_timeout(1500)  # a further poll must not add duplicates
-            n_points = page.evaluate(f"document.querySelector('{plot}').data[4].x.length")
-            assert page.evaluate("document.querySelector('[data-role=\"stop\"]').disabled") is True
-            assert page.evaluate("document.querySelector('[data-role=\"skip\"]').disabled") is True
-            assert not errors, errors
-        finally:
-            browser.close()
+            page.wait_for_function(f"""() => {{ const p = document.querySelector('{plot}');
+                return p && p.data && p.data[4].x.length >= 3 && p.data[5].x.length >= 1; }}""", timeout=150_000)
+        except browser[0].TimeoutError:
+            page.screenshot(path=str(ARTIFACTS / "colab-sweep-dashboard-timeout.png"))
+            raise AssertionError(f"no live points; page errors: {errors}; calls: {len(calls)}; "
+                                 f"trials: {[r.status for r in sweep.runs]}") from None
+        assert page.evaluate(statuses) == ["failed", "failed", "running", "queued"]
+        trial_errors = page.locator('[data-role="trial-error"]').all_inner_texts()
+        assert len(trial_errors) == 2 and all("missing.jsonl" in e for e in trial_errors), trial_errors
+        assert page.inner_text('[data-role="status"]') == "sweep running"
+        assert page.inner_text('[data-role="best"]').startswith("\u2605 best: browser-3")
+        assert page.evaluate(f"document.querySelector('{plot}').data[4].name").startswith("\u2605 ")
+        assert page.evaluate(f"document.querySelector('{plot}').data[4].line.width") == 3.0
+        assert "2/4 runs done" in page.inner_text('[data-role="progress"]')
+        page.screenshot(path=str(ARTIFACTS / "colab-sweep-dashboard.png"))
+        page.click('[data-role="stop"]')
+        page.wait_for_function(
+            "() => document.querySelector('[data-role=\"status\"]').textContent === 'sweep failed'", timeout=60_000)
+        assert page.evaluate(statuses) == ["failed", "failed", "stopped", "cancelled"]
+        assert sweep.wait(30) == ["failed", "failed", "stopped", "stopped"]
+        expected = len([h for h in sweep.runs[2].history if "loss" in h])
+        page.wait_for_function(f"document.querySelector('{plot}').data[4].x.length >= {expected}", timeout=30_000)
+        page.wait_for_timeout(1500)  # a further poll must not add duplicates
+        n_points = page.evaluate(f"document.querySelector('{plot}').data[4].x.length")
+        assert page.evaluate("document.querySelector('[data-role=\"stop\"]').disabled") is True
+        assert page.evaluate("document.querySelector('[data-role=\"skip\"]').disabled") is True
+        assert not errors, errors
     assert dash.stop_callback in calls and len(answers) >= 2
     assert all(c["mode"] == "extend" for a in answers[1:] for s in a["series"] for c in s.values())
     assert n_points == expected  # the browser holds every point of the trial, once
