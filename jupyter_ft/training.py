@@ -560,6 +560,24 @@ class _RunCallbackMixin:
         self._write_progress({"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
                               "elapsed": 0.0, "eta": None})
 
+    def _gpu_memory(self) -> dict[str, Any]:
+        """On CUDA, the run's peak so far and the card's size, for the progress line: watching the peak
+        approach the card is how a T4 user sees an out-of-memory coming (reading the counters needs no sync)."""
+        if getattr(self.run, "_device", None) != "cuda":
+            return {}
+        if not hasattr(self, "_gpu_total"):
+            try:
+                import torch
+
+                self._gpu_total = int(torch.cuda.get_device_properties(0).total_memory)
+            except Exception:  # noqa: BLE001 - a statistic: never a reason to fail the run
+                self._gpu_total = None
+        if self._gpu_total is None:
+            return {}
+        import torch
+
+        return {"gpu_peak": int(torch.cuda.max_memory_allocated()), "gpu_total": self._gpu_total}
+
     def _write_progress(self, progress: dict[str, Any]) -> None:
         """progress.json for the lab's sidebar and status bar (another process: it cannot see events)."""
         self.progress_written = time.perf_counter()
@@ -574,7 +592,7 @@ class _RunCallbackMixin:
         left = state.max_steps - state.global_step
         eta = elapsed / done * left if done else None
         self.run.progress = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
-                             "elapsed": elapsed, "eta": eta}
+                             "elapsed": elapsed, "eta": eta, **self._gpu_memory()}
         self.run.emit("progress", **self.run.progress)
         stopping = self.run.poll_stop_request()
         if stopping or left <= 0 or time.perf_counter() - getattr(self, "progress_written", 0.0) >= 1.0:

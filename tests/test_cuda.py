@@ -130,6 +130,9 @@ def test_qlora_on_cuda_trains_with_nf4_native_dtype_paged_8bit_adamw_and_checkpo
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.25, losses
     summary = rec.summary
     assert summary["peak_gpu_memory"] > 0 and summary["peak_gpu_reserved"] >= summary["peak_gpu_memory"]
+    # the progress line carries the peak so far against the card (the dashboard shows it)
+    assert 0 < run.progress["gpu_peak"] <= summary["peak_gpu_memory"]
+    assert run.progress["gpu_total"] == torch.cuda.get_device_properties(0).total_memory
     probes = read_jsonl(run.run_dir.path / "probes.jsonl")
     forgetting = [p["forgetting"] for p in probes if p.get("forgetting")]
     assert len(forgetting) >= 2 and all(math.isfinite(f["kl"]) and f["kl"] >= 0 for f in forgetting), forgetting

@@ -80,6 +80,8 @@ def test_format_duration_and_progress_text() -> None:
     assert progress_text(p, "finished") == "step 12/54 (22%) · epoch 0.22 · elapsed 0:41"
     assert progress_text({"step": 3}, "running") == "step 3 · ETA –"
     assert progress_text({}, "queued") == "waiting for the training thread"
+    gpu = dict(p, gpu_peak=int(2.14 * 2**30), gpu_total=15 * 2**30)  # a T4 run's progress on CUDA
+    assert progress_text(gpu, "running").endswith("ETA 2:30 · GPU peak 2.1 of 15 GiB")
     assert progress_text({}, "running") == "loading the model and data"
 
 

@@ -45,6 +45,7 @@ def test_full_run_in_background_thread(tiny_model_dir: Path, root: Path) -> None
     assert rec.config["training"]["max_steps"] == 6
     assert rec.environment["versions"]["torch"] and rec.model["kind"] == "local"
     assert rec.dataset["format"] == "alpaca" and rec.dataset["rows"] == 480 and len(rec.dataset["fingerprint"]) == 16
+    assert "gpu_peak" not in run.progress and "peak_gpu_memory" not in rec.summary  # CUDA-only statistics
     assert rec.summary["global_step"] == 6 and rec.summary["best_eval_loss"] is not None
 
     train_logs = [h for h in run.history if "loss" in h]

@@ -125,7 +125,8 @@ def status_text(status: str, error: str | None = None) -> str:
 
 
 def progress_text(progress: Mapping[str, Any], status: str = "running") -> str:
-    """``"step 12/54 (22%) · epoch 0.22 · elapsed 0:41 · ETA 2:30"``; the ETA is left out once a run ended."""
+    """``"step 12/54 (22%) · epoch 0.22 · elapsed 0:41 · ETA 2:30"``; the ETA is left out once a run ended.
+    On a GPU it ends with the run's memory peak so far against the card: ``GPU peak 2.1 of 15 GiB``."""
     step = progress.get("step")
     if step is None:
         if status == "queued":
@@ -143,6 +144,8 @@ def progress_text(progress: Mapping[str, Any], status: str = "running") -> str:
         parts.append(f"elapsed {format_duration(progress['elapsed'])}")
     if status not in TERMINAL:
         parts.append(f"ETA {format_duration(progress.get('eta'))}")
+    if progress.get("gpu_peak") and progress.get("gpu_total"):
+        parts.append(f"GPU peak {progress['gpu_peak'] / 2**30:.1f} of {progress['gpu_total'] / 2**30:.0f} GiB")
     return " · ".join(parts)
 
 
