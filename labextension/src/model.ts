@@ -14,6 +14,9 @@ export interface IProgress {
   elapsed?: number | null;
   eta?: number | null;
   time?: number | null;
+  /** CUDA runs only: the run's peak so far and the card's size, in bytes */
+  gpu_peak?: number | null;
+  gpu_total?: number | null;
 }
 
 export interface IVerdicts {
@@ -116,7 +119,17 @@ export function formatEta(progress: IProgress | null | undefined): string {
   return `ETA ${formatDuration(progress ? progress.eta : null)}`;
 }
 
-/** The status bar text for an active run: ``name: step 12/30 (40%) · ETA 0:15``. */
+/** ``GPU 2.1/15 GiB``: a CUDA run's memory peak so far against its card; empty elsewhere. */
+export function formatGpuMemory(progress: IProgress | null | undefined): string {
+  if (!progress || !progress.gpu_peak || !progress.gpu_total) {
+    return '';
+  }
+  const gib = 2 ** 30;
+  return `GPU ${(progress.gpu_peak / gib).toFixed(1)}/${Math.round(progress.gpu_total / gib)} GiB`;
+}
+
+/** The status bar text for an active run: ``name: step 12/30 (40%) · ETA 0:15`` (`` · GPU 2.1/15 GiB``
+ * on CUDA: watching the peak approach the card is how an out-of-memory error is seen coming). */
 export function statusBarText(run: IRunSummary | null): string {
   if (!run) {
     return '';
@@ -129,7 +142,8 @@ export function statusBarText(run: IRunSummary | null): string {
     return `${run.name}: ${run.status === 'stopping' ? 'stopping' : 'starting'}…`;
   }
   const tail = run.status === 'stopping' ? 'stopping…' : formatEta(run.progress);
-  return `${run.name}: ${progress} · ${tail}`;
+  const gpu = formatGpuMemory(run.progress);
+  return `${run.name}: ${progress} · ${tail}` + (gpu ? ` · ${gpu}` : '');
 }
 
 /** A loss with three significant digits (``0.0123``, ``1.23``, ``12.3``); an em dash when missing. */

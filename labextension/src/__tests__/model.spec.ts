@@ -5,6 +5,7 @@ import {
   bestEvalLoss,
   formatDuration,
   formatEta,
+  formatGpuMemory,
   formatLoss,
   formatProgress,
   formatStart,
@@ -111,6 +112,12 @@ describe('durations, progress and ETA', () => {
     expect(statusBarText(run({ name: 'demo', status: 'running' }))).toBe('demo: starting…');
     expect(statusBarText(run({ name: 'demo', status: 'queued' }))).toBe('demo: queued');
     expect(statusBarText(null)).toBe('');
+    const gpu = { ...p, gpu_peak: 2.14 * 2 ** 30, gpu_total: 15 * 2 ** 30 };  // a CUDA run on a T4
+    expect(statusBarText(run({ name: 'demo', status: 'running', progress: gpu }))).toBe(
+      'demo: step 12/30 (40%) · ETA 0:15 · GPU 2.1/15 GiB'
+    );
+    expect(formatGpuMemory({ step: 1, gpu_peak: null, gpu_total: 15 * 2 ** 30 })).toBe('');
+    expect(formatGpuMemory(null)).toBe('');
   });
 
   it('picks the running run over a queued one, and none when all ended', () => {
