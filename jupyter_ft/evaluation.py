@@ -454,16 +454,9 @@ def _release_locked() -> bool:
     had = bool(_CACHE)
     _CACHE.clear()
     if had:
-        import gc
+        from .training import free_memory
 
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover
-            pass
+        free_memory()  # the next run or model needs this memory back, not in the allocator's free lists
     return had
 
 

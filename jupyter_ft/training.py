@@ -268,7 +268,7 @@ class Run:
             if getattr(self, "_probes", None) is not None:  # its summary stays; its base-model references go
                 self._probes.forgetting = None
             del trainer
-            _free_memory()
+            free_memory()
 
     def _train(self) -> Any:
         from . import data as data_mod
@@ -683,7 +683,13 @@ def _explain(exc: BaseException, config: FineTuneConfig) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Give a finished run's memory back: to the CUDA driver, and on Linux to the operating system.
+
+    Freed CPU tensors stay in glibc's heap, so the kernel kept its training peak: after the quickstart the
+    process held 1.8 GB where 0.6 GB were live, and the ``%ft_eval`` that followed peaked at 2.8 GB instead
+    of 1.3 GB (measured), which killed the kernel in a 2 GB Binder pod. ``malloc_trim`` returns that heap.
+    """
     gc.collect()
     try:
         import torch
@@ -692,6 +698,21 @@ def _free_memory() -> None:
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001
         pass
+    trim_heap()
+
+
+def trim_heap() -> bool:
+    """``malloc_trim(0)`` where the C library has it (glibc); True if it ran."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+        return True
+    except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
+        return False
 
 
 def environment() -> dict[str, Any]:
