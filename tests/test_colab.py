@@ -268,8 +268,22 @@ class ColabPage:
     """A view's HTML in headless Chromium, ``google.colab.kernel.invokeFunction`` played by a page function
     that calls the registered Python callbacks through the fake Colab (JSON both ways)."""
 
-    def __init__(self, page: Any, errors: list[str], calls: list[str], answers: list[dict[str, Any]]) -> None:
+    def __init__(self, page: Any, errors: list[str], calls: list[str], answers: list[dict[str, Any]],
+                 timeout_error: type[Exception]) -> None:
         self.page, self.errors, self.calls, self.answers = page, errors, calls, answers
+        self._timeout_error = timeout_error
+
+    def wait_for_traces(self, train: int, eval_: int, timeout_ms: int, screenshot: str, context: str) -> None:
+        """Wait until trace ``train`` has 3 points and trace ``eval_`` one; on timeout, a screenshot in
+        tests/artifacts and an error naming the page errors, the callback calls and ``context``."""
+        try:
+            self.page.wait_for_function(f"""() => {{ const p = document.querySelector('[data-role="plot"]');
+                return p && p.data && p.data[{train}].x.length >= 3 && p.data[{eval_}].x.length >= 1; }}""",
+                                        timeout=timeout_ms)
+        except self._timeout_error:
+            self.page.screenshot(path=str(ARTIFACTS / screenshot))
+            raise AssertionError(f"no live points; page errors: {self.errors}; calls: {len(self.calls)}; "
+                                 f"{context}") from None
 
 
 @contextlib.contextmanager
@@ -298,7 +312,7 @@ def colab_page(colab: FakeColab, dash: Any, browser: tuple[Any, str, Path], heig
                 path=str(plotly_js), content_type="application/javascript"))
             page.expose_function("pyInvoke", py_invoke)
             page.set_content(f"<!doctype html><html><body>{FAKE_KERNEL}{dash.html()}</body></html>")
-            yield ColabPage(page, errors, calls, answers)
+            yield ColabPage(page, errors, calls, answers, sync_api.TimeoutError)
         finally:
             chrome.close()
 
@@ -318,13 +332,7 @@ def test_view_in_a_real_browser_draws_live_points_and_stops(colab: FakeColab, ti
         page, errors, calls, answers = view.page, view.errors, view.calls, view.answers
         plot = '[data-role="plot"]'
         # loss points arrive while it trains, and the eval curve gets its first points
-        try:
-            page.wait_for_function(f"""() => {{ const p = document.querySelector('{plot}');
-                return p && p.data && p.data[0].x.length >= 3 && p.data[2].x.length >= 1; }}""", timeout=120_000)
-        except browser[0].TimeoutError:
-            page.screenshot(path=str(ARTIFACTS / "colab-dashboard-timeout.png"))
-            raise AssertionError(f"no live points; page errors: {errors}; calls: {len(calls)}; "
-                                 f"run: {run.status}") from None
+        view.wait_for_traces(0, 2, 120_000, "colab-dashboard-timeout.png", f"run: {run.status}")
         assert page.inner_text('[data-role="status"]') == "running"
         assert "ETA" in page.inner_text('[data-role="progress"]')
         page.screenshot(path=str(ARTIFACTS / "colab-dashboard.png"))
@@ -511,13 +519,8 @@ def test_sweep_view_in_a_real_browser_draws_trials_shows_errors_and_stops(colab:
         page, errors, calls, answers = view.page, view.errors, view.calls, view.answers
         plot = '[data-role="plot"]'
         # the third trial's train (trace 4) and eval (trace 5) curves grow while it trains
-        try:
-            page.wait_for_function(f"""() => {{ const p = document.querySelector('{plot}');
-                return p && p.data && p.data[4].x.length >= 3 && p.data[5].x.length >= 1; }}""", timeout=150_000)
-        except browser[0].TimeoutError:
-            page.screenshot(path=str(ARTIFACTS / "colab-sweep-dashboard-timeout.png"))
-            raise AssertionError(f"no live points; page errors: {errors}; calls: {len(calls)}; "
-                                 f"trials: {[r.status for r in sweep.runs]}") from None
+        view.wait_for_traces(4, 5, 150_000, "colab-sweep-dashboard-timeout.png",
+                             f"trials: {[r.status for r in sweep.runs]}")
         assert page.evaluate(statuses) == ["failed", "failed", "running", "queued"]
         trial_errors = page.locator('[data-role="trial-error"]').all_inner_texts()
         assert len(trial_errors) == 2 and all("missing.jsonl" in e for e in trial_errors), trial_errors
