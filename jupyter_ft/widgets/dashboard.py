@@ -467,6 +467,19 @@ class ThrottledFlush:
         self._last_flush = float("-inf")
         self._closed = False
 
+    def close(self) -> None:
+        """Stop following the run or sweep (pending events are applied first). The views stay as they are."""
+        with self._lock:
+            self._closed = True
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        unsubscribe = getattr(self, "_unsubscribe", None)
+        if unsubscribe is not None:
+            unsubscribe()
+            self._unsubscribe = None
+        self.refresh()
+
     def has_pending(self) -> bool:
         """Whether events wait to be applied (a poller must not call the run over before they are)."""
         with self._lock:
@@ -606,18 +619,6 @@ class Dashboard(ThrottledFlush):
         if run is None or run.done:
             self.finish()
         return self.state.status
-
-    def close(self) -> None:
-        """Stop following the run (pending events are applied first). The views stay as they are."""
-        with self._lock:
-            self._closed = True
-            timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self.refresh()
 
     # ------------------------------------------------------------ reading
     @property

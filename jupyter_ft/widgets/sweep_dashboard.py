@@ -258,17 +258,6 @@ class SweepDashboard(ThrottledFlush):
             self.finish()
         return self.sweep.status
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self.refresh()
-
     # ------------------------------------------------------------ control (the buttons call these)
     def stop_sweep(self) -> None:
         """Stop the current run and cancel the rest."""
