@@ -13,7 +13,7 @@ JLPM := cd labextension && PATH="$(VENV_BIN):$$PATH" jlpm
 LABEXT := jupyter_ft/labextension/package.json
 NODE_MODULES := labextension/node_modules/.yarn-state.yml
 
-.PHONY: install demo test test-fast test-js labextension bench clean
+.PHONY: install demo test test-fast test-js lint labextension bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,10 +55,15 @@ test-js: $(STAMP) $(NODE_MODULES)
 demo: $(STAMP)
 	$(PY) -m jupyter_ft.demo
 
-test: $(STAMP) test-js
+# The layers contract (no import circle, no arrow back up; see docs/architecture.md) and the types
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
+
+test: $(STAMP) test-js lint
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(PY) -m pytest -m "not slow and not browser"
 
 bench: $(STAMP)

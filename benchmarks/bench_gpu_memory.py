@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         r = run_case(case, models[case["shape"]], ns.steps, workdir)
         results.append({"case": case, **r})
         print(row(case, r), flush=True)
-    from jupyter_ft.training import environment
+    from jupyter_ft.runtime.environment import environment
 
     report = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "steps": ns.steps,
               "gpu": torch.cuda.get_device_name(0), "environment": environment(), "results": results,

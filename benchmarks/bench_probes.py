@@ -60,7 +60,7 @@ def run_once(root: str, probes: bool, steps: int | None, eval_n: int = 0) -> dic
     probe_s = float(p.get("probe_seconds") or 0.0)
     quality: dict[str, Any] = {}
     if probes and eval_n:  # the demo's own yardstick: exact match on held-out tickets, base vs tuned
-        from jupyter_ft.evaluation import compare_base_tuned
+        from jupyter_ft.eval import compare_base_tuned
 
         em = compare_base_tuned(run.run_dir, n=eval_n, max_new_tokens=8).metrics["exact_match"]
         quality = {"exact_match_base": em["base"], "exact_match_tuned": em["tuned"], "eval_rows": eval_n}

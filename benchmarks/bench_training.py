@@ -430,7 +430,7 @@ def child_memory(settings: dict[str, Any], kind: str) -> dict[str, Any]:
     from jupyter_ft import models
     from jupyter_ft.config import FineTuneConfig
     from jupyter_ft.data import prepare_data
-    from jupyter_ft.training import make_collator
+    from jupyter_ft.engine.trainer import make_collator
 
     before = _rss_mib()
     device = models.select_device()
@@ -560,7 +560,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
     }
     try:
-        from jupyter_ft.training import environment
+        from jupyter_ft.runtime.environment import environment
 
         env = environment()
         info["versions"] = env.get("versions")

@@ -4,10 +4,9 @@ Run it with `.venv/bin/python examples/quickstart.py` after `make demo` or `make
 environment. The notebook version arrives with the magics (`%%finetune`).
 """
 
-import time
 
 import jupyter_ft
-from jupyter_ft.evaluation import compare_base_tuned
+from jupyter_ft.eval import compare_base_tuned
 
 run = jupyter_ft.finetune(
     """

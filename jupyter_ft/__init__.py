@@ -8,27 +8,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError, FineTuneConfig
+from .version import __version__
 
-__version__ = "0.1.0"
 
-__all__ = ["ConfigError", "FineTuneConfig", "Run", "RunStore", "Sweep", "compare_runs", "finetune", "resume",
-           "start_sweep", "estimate_memory", "__version__"]
+__all__ = ["ConfigError", "FineTuneConfig", "Run", "RunStore", "Sweep", "compare_runs", "evaluate_run", "finetune",
+           "resume", "start_sweep", "estimate_memory", "__version__"]
 
 _LAZY = {
-    "Run": ("training", "Run"),
-    "finetune": ("training", "finetune"),
-    "resume": ("training", "resume"),
+    "Run": ("engine", "Run"),
+    "finetune": ("engine", "finetune"),
+    "resume": ("engine", "resume"),
     "RunStore": ("store", "RunStore"),
     "Sweep": ("sweep", "Sweep"),
     "start_sweep": ("sweep", "start_sweep"),
     "compare_runs": ("compare", "compare_runs"),
+    "evaluate_run": ("eval", "evaluate_run"),
     "estimate_memory": ("models", "estimate_memory"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .eval import evaluate_run
     from .models import estimate_memory
     from .store import RunStore
-    from .training import Run, finetune, resume
+    from .engine import Run, finetune, resume
 
 
 def __getattr__(name: str) -> Any:

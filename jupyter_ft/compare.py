@@ -14,16 +14,15 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from .config import DEFAULT_ROOT
+from .errors import CompareError, RunNotFound
 from .store import RunDir, RunStore, read_jsonl
+from .views.figures import PALETTE, RunCurves, overlay_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     import plotly.graph_objects as go
 
-__all__ = ["Comparison", "RunCurves", "compare_runs", "overlay_figure", "select_runs", "PALETTE"]
-
-# plotly's "D3" qualitative palette: distinct, and the same run keeps its colour in every figure.
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf")
+__all__ = ["Comparison", "compare_runs", "differing_fields", "run_curves", "select_runs"]
 
 # The metrics every run has (from its summary or metrics.jsonl), in table order.
 BASE_METRICS = ("best_eval_loss", "final_eval_loss", "final_train_loss", "best_eval_step", "global_step",
@@ -33,19 +32,6 @@ ALIASES = {"eval_loss": "best_eval_loss", "loss": "final_train_loss", "train_los
 HIGHER_IS_BETTER = {"mean_tokens_per_s", "global_step", "tokens_seen"}
 # Never shown as a "differing field": names and paths that differ by construction.
 IGNORED_FIELDS = ("output.name",)
-
-
-@dataclass
-class RunCurves:
-    """One run's curves against ``x`` (steps, or tokens seen)."""
-
-    run_id: str
-    label: str
-    color: str
-    train: tuple[list[float], list[float]]
-    eval: tuple[list[float], list[float]]
-    kl: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
-    best: bool = False
 
 
 @dataclass
@@ -140,46 +126,37 @@ class Comparison:
 
 
 # =========================================================================== selecting runs
-def select_runs(root: str | Any = "ft_runs", refs: Sequence[str] = (), *, sweep: str | None = None,
+def select_runs(root: str | Any = DEFAULT_ROOT, refs: Sequence[str] = (), *, sweep: str | None = None,
                 last: int | None = None) -> list[RunDir]:
     """Runs by id or name (``refs``), by sweep id (or a unique prefix; ``"last"`` = the newest sweep), or the
-    ``last`` N runs; exactly one of the three. Raises ``KeyError``/``ValueError`` with what to do."""
+    ``last`` N runs; exactly one of the three. Raises ``RunNotFound`` (a ``KeyError``) or ``CompareError`` (a
+    ``ValueError``) with what to do."""
     store = root if isinstance(root, RunStore) else RunStore(root)
     given = sum(bool(x) for x in (list(refs), sweep, last))
     if given != 1:
-        raise ValueError("give run ids/names, or --sweep ID, or --last N (one of them)")
+        raise CompareError("give run ids/names, or --sweep ID, or --last N (one of them)")
+    if not sweep and not last:
+        return [store.find(ref) for ref in refs]  # by id, else the newest run of that name
     records = store.list()
     if sweep:
         sweeps = _sweeps(records)
         if sweep == "last":
             if not sweeps:
-                raise KeyError(f"no sweep under {store.root}")
+                raise RunNotFound(f"no sweep under {store.root}")
             sweep_id = sweeps[0]
         else:
             matches = [s for s in sweeps if s == sweep] or [s for s in sweeps if s.startswith(sweep)]
             if len(matches) != 1:
                 known = ", ".join(sweeps[:5]) or "none"
                 what = "is ambiguous" if matches else "not found"
-                raise KeyError(f"sweep '{sweep}' {what} under {store.root} (latest sweeps: {known})")
+                raise RunNotFound(f"sweep '{sweep}' {what} under {store.root} (latest sweeps: {known})")
             sweep_id = matches[0]
         chosen = sorted((r for r in records if (r.sweep or {}).get("id") == sweep_id),
                         key=lambda r: (r.sweep or {}).get("index", 0))
         return [store.open(r.id) for r in chosen]
-    if last:
-        if last < 1:
-            raise ValueError("--last needs a number of runs >= 1")
-        return [store.open(r.id) for r in records[:last]][::-1]
-    out = []
-    for ref in refs:
-        try:
-            out.append(store.open(ref))
-        except KeyError:
-            named = [r for r in records if r.name == ref]
-            if not named:
-                latest = ", ".join(r.id for r in records[:5]) or "none"
-                raise KeyError(f"no run '{ref}' under {store.root} (latest: {latest})") from None
-            out.append(store.open(named[0].id))
-    return out
+    if last is None or last < 1:
+        raise CompareError("--last needs a number of runs >= 1")
+    return [store.open(r.id) for r in records[:last]][::-1]
 
 
 def _sweeps(records: Iterable[Any]) -> list[str]:
@@ -198,9 +175,9 @@ def compare_runs(runs: Sequence[RunDir], *, metric: str = "best_eval_loss", x: s
     a summary number (``best_eval_loss``, ``final_eval_loss``, ``final_train_loss``, ``mean_tokens_per_s``, …)
     or an ``%ft_eval`` metric as ``eval.<name>`` (``eval.rouge``; the tuned score)."""
     if x not in ("step", "tokens"):
-        raise ValueError(f"x must be 'step' or 'tokens', got {x!r}")
+        raise CompareError(f"x must be 'step' or 'tokens', got {x!r}")
     if not runs:
-        raise ValueError("no runs to compare")
+        raise CompareError("no runs to compare")
     records = [rd.record for rd in runs]
     metrics: dict[str, dict[str, Any]] = {}
     directions: dict[str, bool] = {}
@@ -237,7 +214,7 @@ def compare_runs(runs: Sequence[RunDir], *, metric: str = "best_eval_loss", x: s
 
 def differing_fields(records: Sequence[Any]) -> dict[str, dict[str, Any]]:
     """Config fields (dotted) whose values are not the same in every run, in config order."""
-    from .tracking import flatten
+    from .config.schema import flatten
 
     flat = {r.id: flatten(r.config or {}) for r in records}
     keys: list[str] = []
@@ -308,12 +285,12 @@ def _resolve_metric(metric: str, available: list[str]) -> str:
 
     close = difflib.get_close_matches(name, available + list(BASE_METRICS), n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ValueError(f"unknown metric '{metric}'{hint} Available: {', '.join(available or BASE_METRICS)}")
+    raise CompareError(f"unknown metric '{metric}'{hint} Available: {', '.join(available or BASE_METRICS)}")
 
 
 def _label(record: Any, differing: Mapping[str, Mapping[str, Any]]) -> str:
     """``name (learning_rate=3e-4, r=8)`` with the swept or differing values, for legends."""
-    from .sweep import params_text
+    from .config.sweep_plan import params_text
 
     params = (record.sweep or {}).get("params")
     if params:
@@ -356,49 +333,6 @@ def run_curves(record: Any, history: list[dict[str, Any]], probes: list[dict[str
                      series((h["step"], h["loss"]) for h in trains),
                      series((h["step"], h["eval_loss"]) for h in evals),
                      series(kls), best)
-
-
-# =========================================================================== figure
-def overlay_figure(curves: Sequence[RunCurves], *, x: str = "step", title: str | None = None,
-                   height: int | None = None) -> "go.Figure":
-    """Loss curves of several runs on one axis, one colour per run (train solid, eval dashed with markers,
-    the best run drawn thicker); a second panel with the forgetting KL when any run measured it."""
-    from .widgets.dashboard import settle_imports
-
-    settle_imports()  # a sweep's figure is built while its next run's thread imports pandas
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    with_kl = any(c.kl[0] for c in curves)
-    rows = 2 if with_kl else 1
-    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        row_heights=[0.7, 0.3] if with_kl else None,
-                        subplot_titles=("loss", "forgetting: KL from base (nats/token)") if with_kl else ("loss",))
-    for c in curves:
-        width = 3.0 if c.best else 1.6
-        name = ("★ " if c.best else "") + c.label
-        fig.add_trace(go.Scatter(x=c.train[0], y=c.train[1], mode="lines", name=name, legendgroup=c.run_id,
-                                 line={"color": c.color, "width": width},
-                                 hovertemplate=f"{html.escape(c.label)}<br>{x} %{{x}}<br>train loss %{{y:.4f}}"
-                                               "<extra></extra>"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=c.eval[0], y=c.eval[1], mode="lines+markers", name=f"{c.label} eval",
-                                 legendgroup=c.run_id, showlegend=False,
-                                 line={"color": c.color, "width": width, "dash": "dash"}, marker={"size": 7},
-                                 hovertemplate=f"{html.escape(c.label)}<br>{x} %{{x}}<br>eval loss %{{y:.4f}}"
-                                               "<extra></extra>"), row=1, col=1)
-        if with_kl:
-            fig.add_trace(go.Scatter(x=c.kl[0], y=c.kl[1], mode="lines+markers", name=f"{c.label} KL",
-                                     legendgroup=c.run_id, showlegend=False, line={"color": c.color},
-                                     hovertemplate=f"{html.escape(c.label)}<br>{x} %{{x}}<br>KL %{{y:.4f}}"
-                                                   "<extra></extra>"), row=2, col=1)
-    fig.update_layout(height=height or (560 if with_kl else 420), template="plotly_white",
-                      margin={"l": 60, "r": 20, "t": 70 if title else 40, "b": 40},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.04, "xanchor": "left", "x": 0},
-                      title={"text": title} if title else None, uirevision="jupyter-ft-compare")
-    fig.update_xaxes(title_text="tokens seen" if x == "tokens" else "step", row=rows, col=1)
-    fig.add_annotation(text="solid: train · dashed: eval", xref="paper", yref="paper", x=1, y=1.0,
-                       xanchor="right", yanchor="bottom", showarrow=False, font={"size": 11, "color": "#666"})
-    return fig
 
 
 # =========================================================================== helpers

@@ -17,14 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .config import FineTuneConfig
+from .config import DEFAULT_ROOT, FineTuneConfig
+from .errors import ExportError
 from .store import RunDir
 
 __all__ = ["ExportError", "export_run", "merged_model", "model_card"]
-
-
-class ExportError(ValueError):
-    """The export cannot be done as asked (target not empty, inside the run, ...)."""
 
 
 def merged_model(run_dir: RunDir) -> tuple[Any, Any, FineTuneConfig]:
@@ -149,7 +146,7 @@ def model_card(run_dir: RunDir, *, merged: bool, eval_json: dict[str, Any] | Non
     return "\n".join(lines) + "\n"
 
 
-def export_run(run: Any, out: str | os.PathLike[str], *, merge: bool = False, root: str | os.PathLike[str] = "ft_runs",
+def export_run(run: Any, out: str | os.PathLike[str], *, merge: bool = False, root: str | os.PathLike[str] = DEFAULT_ROOT,
                overwrite: bool = False) -> Path:
     """Save a run's adapter (or, with ``merge``, the merged model) and a model card to ``out``.
 
@@ -157,7 +154,7 @@ def export_run(run: Any, out: str | os.PathLike[str], *, merge: bool = False, ro
     unless ``overwrite``. The export is written next to ``out`` and renamed into place, so a failure never
     leaves a half-written directory. Returns ``out``.
     """
-    from .evaluation import open_run, release_model
+    from .eval import open_run, release_model
 
     rd = open_run(run, root)
     target = Path(out).expanduser().resolve()

@@ -80,10 +80,10 @@ def demo_rows() -> list[dict]:
 def _no_leftover_runs():
     """A test that leaves a run training would leak it into the next test's queue: stop and wait."""
     yield
-    from jupyter_ft.training import _LIVE, live_run_ids
+    from jupyter_ft.runtime import registry
 
-    for run_id in list(live_run_ids()):
-        run = _LIVE.get(run_id)
+    for run_id in list(registry.live_run_ids()):
+        run = registry.get(run_id)
         if run is not None:
             run.stop()
             run.wait(60)

@@ -16,8 +16,11 @@ import pytest
 
 import jupyter_ft
 from jupyter_ft.store import RunStore
-from jupyter_ft.sweep import Sweep, plan_sweep, start_sweep
-from jupyter_ft.training import Event
+from jupyter_ft.config.sweep_plan import plan_sweep
+from jupyter_ft.sweep import Sweep, start_sweep
+from jupyter_ft.engine import Event
+from jupyter_ft.views.format import ema
+from jupyter_ft.views.sweep_state import SWEEP_STATUS_COLORS
 from jupyter_ft.widgets import dashboard as dashboard_mod
 from jupyter_ft.widgets import sweep_dashboard as sweep_dashboard_mod
 from jupyter_ft.widgets.colab import ColabDashboard, ColabSweepDashboard, TrackedSeries, in_colab, setup_colab
@@ -164,7 +167,7 @@ def test_poll_returns_only_new_points_and_replaces_after_a_rewind(colab: FakeCol
     assert new["series"]["loss"] == {"mode": "extend", "x": [4, 5], "y": [2.0, 2.0]}
     assert new["series"]["lr"]["x"] == [4, 5] and new["series"]["tps"]["x"] == []
     # the smoothed tail equals the tail of the smoothed whole (EMA is causal)
-    full_smooth = dashboard_mod.ema([2.9, 2.8, 2.7, 2.0, 2.0], dash.smoothing)
+    full_smooth = ema([2.9, 2.8, 2.7, 2.0, 2.0], dash.smoothing)
     assert new["series"]["loss_smooth"]["y"] == pytest.approx(full_smooth[3:])
     # a resumed run re-logs step 3: the browser's copy is stale, so the whole series comes back
     dash._on_event(Event("log", rd.record.id, {"step": 3, "loss": 1.5, "learning_rate": 1e-3}))
@@ -493,7 +496,7 @@ def test_sweep_poll_shows_a_failed_trials_error(colab: FakeColab, tiny_model_dir
     last = answers[-1]
     failed, ok = last["trials"]
     assert failed["status"] == "failed" and "missing.jsonl" in failed["error"], failed
-    assert failed["status_color"] == sweep_dashboard_mod.STATUS_COLORS["failed"]
+    assert failed["status_color"] == SWEEP_STATUS_COLORS["failed"]
     assert ok["status"] == "finished" and ok["error"] is None  # the sweep went on with the next trial
     assert last["status"] == "failed" and last["best"]["index"] == 1
 

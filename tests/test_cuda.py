@@ -23,7 +23,8 @@ import torch
 
 import jupyter_ft
 from jupyter_ft.store import RunStore, read_jsonl
-from jupyter_ft.training import Run
+from jupyter_ft.engine import Run
+from jupyter_ft.engine import trainer as engine_trainer
 from test_training import make_config  # noqa: E402 - the shared tiny-run config
 
 pytestmark = [pytest.mark.gpu,
@@ -55,14 +56,14 @@ def shaped_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
 def capture_trainers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Keep the Trainer each run builds, to look at the optimizer and model it really trained with."""
     trainers: list[Any] = []
-    original = Run._trainer
+    original = engine_trainer.build_trainer
 
-    def keep(self: Run, *args: Any, **kwargs: Any) -> Any:
-        trainer = original(self, *args, **kwargs)
+    def keep(run: Run, *args: Any, **kwargs: Any) -> Any:
+        trainer = original(run, *args, **kwargs)
         trainers.append(trainer)
         return trainer
 
-    monkeypatch.setattr(Run, "_trainer", keep)
+    monkeypatch.setattr(engine_trainer, "build_trainer", keep)
     return trainers
 
 
@@ -254,7 +255,7 @@ def test_a_run_that_cannot_fit_the_card_fails_before_loading_weights(tiny_model_
 
 # --------------------------------------------------------------------------- %ft_eval's engine
 def test_base_and_tuned_answers_on_cuda_share_one_model(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from jupyter_ft import evaluation
+    from jupyter_ft import eval as evaluation
 
     root = tmp_path / "runs"
     run = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=30, learning_rate=3e-3))

@@ -15,13 +15,12 @@ import pytest
 import jupyter_ft
 from jupyter_ft.config import FineTuneConfig
 from jupyter_ft.store import RunStore
-from jupyter_ft.training import Event, Run
+from jupyter_ft.engine import Event, Run
 from jupyter_ft.widgets import Dashboard, StaticDashboard, WidgetDashboard, dashboard_for
 from test_training import make_config  # noqa: E402 - the shared tiny-run config
-from jupyter_ft.widgets.dashboard import (
-    TRACE_BEST, TRACE_EVAL, TRACE_LOSS, TRACE_LOSS_SMOOTH, TRACE_LR, TRACE_TPS, DashboardState, ema,
-    format_duration, progress_text, status_text, summary_text,
-)
+from jupyter_ft.views.dashboard_state import DashboardState, summary_text
+from jupyter_ft.views.figures import TRACE_BEST, TRACE_EVAL, TRACE_LOSS, TRACE_LOSS_SMOOTH, TRACE_LR, TRACE_TPS
+from jupyter_ft.views.format import ema, format_duration, progress_text, status_text
 
 
 

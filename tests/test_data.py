@@ -725,7 +725,7 @@ def test_demo_dataset_prepares(tok):
 
 # --------------------------------------------------------------------------- collators (training.py)
 def test_packing_collator_flattens_with_restarting_positions(tok):
-    from jupyter_ft.training import make_collator
+    from jupyter_ft.engine.trainer import make_collator
 
     prepared = prep([{"prompt": "short one", "completion": "ok"},
                      {"prompt": "a somewhat longer prompt here", "completion": "refund"},
@@ -747,7 +747,7 @@ def test_packing_collator_flattens_with_restarting_positions(tok):
 
 
 def test_padding_collator_pads_labels_with_ignore_index(tok):
-    from jupyter_ft.training import make_collator
+    from jupyter_ft.engine.trainer import make_collator
 
     prepared = prep([{"prompt": "short", "completion": "ok"},
                      {"prompt": "a much longer prompt with many words", "completion": "refund"}], tok)

@@ -36,7 +36,7 @@ def test_generated_docs_are_current(path: Path, render) -> None:
 def test_every_config_field_has_a_meaning_and_a_row() -> None:
     from jupyter_ft.config import SECTIONS
 
-    assert gen_docs.missing_meanings() == [], "add metadata help (config._doc) to these fields"
+    assert gen_docs.missing_meanings() == [], "add metadata help (config.schema._doc) to these fields"
     text = gen_docs.CONFIG_MD.read_text(encoding="utf-8")
     for name, cls in SECTIONS.items():
         section = text.split(f"## {name}\n", 1)[1].split("\n## ", 1)[0]

@@ -13,10 +13,13 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import jupyter_ft
-from jupyter_ft import evaluation as ev
-from jupyter_ft.evaluation import EvalError, EvalResult, RunNotFound, evaluate_run
+from jupyter_ft import eval as ev
+from jupyter_ft.eval import EvalError, EvalResult, RunNotFound, evaluate_run, generation
 from jupyter_ft.magics import FineTuneMagics
+from jupyter_ft.runtime.memory import model_slot
 from jupyter_ft.store import RunStore
+from jupyter_ft.views.diff import word_diff
+from jupyter_ft.widgets.eval_widget import EvalWidget
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -136,7 +139,7 @@ def test_metrics_are_local_evaluate_modules_inside_the_package() -> None:
 
     from jupyter_ft.metrics import LOCAL_METRICS, METRICS_DIR
 
-    package = Path(ev.__file__).resolve().parent
+    package = Path(jupyter_ft.__file__).resolve().parent
     for name in LOCAL_METRICS:
         script = METRICS_DIR / name / f"{name}.py"
         assert script.is_file() and package in script.parents  # ships in the wheel with the package
@@ -325,10 +328,10 @@ def synthetic() -> EvalResult:
 
 
 def test_word_diff_marks_changed_words() -> None:
-    a, b = ev.word_diff("It is technical support", "technical <x>")
+    a, b = word_diff("It is technical support", "technical <x>")
     assert a == "<span class='jft-del'>It is </span>technical <span class='jft-del'>support</span>"
     assert b == "technical <span class='jft-ins'>&lt;x&gt;</span>"
-    assert ev.word_diff("same words", "same words") == ("same words", "same words")
+    assert word_diff("same words", "same words") == ("same words", "same words")
 
 
 def test_side_by_side_html_sorts_and_filters_rows_where_tuned_is_worse() -> None:
@@ -349,7 +352,7 @@ def test_side_by_side_html_sorts_and_filters_rows_where_tuned_is_worse() -> None
 
 
 def test_eval_widget_controls_rerender_the_rows() -> None:
-    view = ev.EvalWidget(synthetic())
+    view = EvalWidget(synthetic())
     assert view.table.value.count("<tr class=") == 3
     view.only_worse.value = True
     assert view.table.value.count("<tr class=") == 1
@@ -401,7 +404,7 @@ def test_ft_eval_magic_after_restart_and_its_errors(shell: InteractiveShell, run
 
 
 def test_magics_are_registered_with_help(shell: InteractiveShell) -> None:
-    from jupyter_ft.magics import help_text
+    from jupyter_ft.magics.help import help_text
 
     assert {"ft_eval", "ft_chat", "ft_export"} <= set(shell.magics_manager.magics["line"])
     text = help_text()
@@ -475,7 +478,7 @@ def test_ft_eval_on_smollm2(tmp_path: Path, shell: InteractiveShell, capsys) -> 
 def test_a_new_run_frees_the_model_kept_for_eval(run, model_dir: Path, root: Path) -> None:
     """Only one model in memory: %ft_eval's cached model must not survive into the next training run."""
     ev.run_model(run.run_dir)
-    assert ev._CACHE, "run_model should keep the model for the next %ft_eval"
+    assert model_slot.held, "run_model should keep the model for the next %ft_eval"
     cfg = {"model": {"name": str(model_dir)},
            "data": {"source": "demo:support_tickets", "max_length": 128, "eval_split": 0.05},
            "lora": {"r": 2, "alpha": 4},
@@ -484,7 +487,7 @@ def test_a_new_run_frees_the_model_kept_for_eval(run, model_dir: Path, root: Pat
            "output": {"root": str(root), "name": "frees-eval-model"}}
     second = jupyter_ft.finetune(cfg, wait=True)
     assert second.status == "finished", second.run_dir.record.traceback
-    assert not ev._CACHE
+    assert not model_slot.held
 
 
 def test_out_of_memory_in_eval_and_chat_says_what_to_lower_and_keeps_the_model(
@@ -493,26 +496,26 @@ def test_out_of_memory_in_eval_and_chat_says_what_to_lower_and_keeps_the_model(
     magic must answer with what to lower (no traceback wall), keep the cached model for the retry, and go on."""
     import torch
 
-    import jupyter_ft.training as training
+    from jupyter_ft.runtime import registry
 
     magics = FineTuneMagics(shell)
     ev.run_model(run.run_dir)  # loaded and cached, as a first %ft_eval leaves it
-    cached = ev._CACHE.get("value")
+    cached = ev.run_model(run.run_dir)
     real_generate = ev.generate
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 14.75 GiB total)")
 
-    monkeypatch.setattr(ev, "generate", oom)
+    monkeypatch.setattr(generation, "generate", oom)
     with pytest.raises(UsageError) as err:
         magics.ft_eval(f"{run.id} --root {root} --n 4 --batch-size 16 --max-new-tokens 24 --metrics exact_match")
     message = str(err.value)
     assert message.startswith("Out of memory while generating answers to 4 prompts.")
     assert "--batch-size, now 16" in message and "--max-new-tokens, now 24" in message and "--n" in message
     assert "CUDA out of memory. Tried to allocate 2.00 GiB" in message and "training in this kernel" not in message
-    assert ev._CACHE.get("value") is cached  # the retry does not reload the model
+    assert ev.run_model(run.run_dir) is cached  # the retry does not reload the model
 
-    monkeypatch.setattr(training, "live_run_ids", lambda: ["20261124-0101-big-run"])
+    monkeypatch.setattr(registry, "live_run_ids", lambda: ["20261124-0101-big-run"])
     with pytest.raises(UsageError, match=r"Run 20261124-0101-big-run is training in this kernel .*%ft_stop"):
         magics.ft_eval(f"{run.id} --root {root} --n 2 --metrics exact_match")
     with pytest.raises(UsageError, match=r"Out of memory while answering the prompt\. Lower max_new_tokens "
@@ -522,10 +525,10 @@ def test_out_of_memory_in_eval_and_chat_says_what_to_lower_and_keeps_the_model(
     def not_memory(*args, **kwargs):
         raise RuntimeError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(ev, "generate", not_memory)  # other errors are not dressed up as memory advice
+    monkeypatch.setattr(generation, "generate", not_memory)  # other errors are not dressed up as memory advice
     with pytest.raises(RuntimeError, match="device-side assert"):
         evaluate_run(run.id, root=str(root), n=1, metrics=["exact_match"])
 
-    monkeypatch.setattr(ev, "generate", real_generate)
+    monkeypatch.setattr(generation, "generate", real_generate)
     magics.ft_eval(f"{run.id} --root {root} --n 2 --max-new-tokens 2 --metrics exact_match")  # the retry works
     assert "exact_match" in capsys.readouterr().out

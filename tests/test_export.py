@@ -10,7 +10,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from jupyter_ft import evaluation as ev
+from jupyter_ft import eval as ev
 from jupyter_ft.export import ExportError, export_run
 from jupyter_ft.magics import FineTuneMagics
 from test_evaluation import random_model, train_tiny_run

@@ -17,7 +17,8 @@ from jupyter_ft.config import (
     ConfigError,
     FineTuneConfig,
 )
-from jupyter_ft.widgets.form import ClipboardButton, ConfigForm
+from jupyter_ft.widgets.clipboard import ClipboardButton
+from jupyter_ft.widgets.form import ConfigForm
 
 # Every field differs from its default (checked below), so the round trip covers every widget kind.
 NON_DEFAULT = {

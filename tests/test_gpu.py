@@ -24,7 +24,9 @@ import jupyter_ft
 from jupyter_ft import models
 from jupyter_ft.config import FineTuneConfig
 from jupyter_ft.store import RunStore
-from jupyter_ft.training import Run
+from jupyter_ft.engine import Run
+from jupyter_ft.engine import trainer as engine_trainer
+from jupyter_ft.models import memory_plan
 from test_training import make_config  # noqa: E402 - the shared tiny-run config
 
 GiB = 2**30
@@ -101,7 +103,7 @@ class _Captured(Exception):
 
 def captured_training_args(monkeypatch, tmp_path: Path, config: FineTuneConfig, device: str,
                            dtype: torch.dtype) -> dict[str, Any]:
-    """The keyword arguments ``Run._trainer`` hands to ``TrainingArguments`` (the real class would try to
+    """The keyword arguments ``engine.trainer.training_arguments`` hands to ``TrainingArguments`` (the real class would try to
     initialise CUDA, which this machine does not have)."""
     import transformers
 
@@ -116,8 +118,11 @@ def captured_training_args(monkeypatch, tmp_path: Path, config: FineTuneConfig, 
 
     monkeypatch.setattr(transformers, "TrainingArguments", Record)
     rd = RunStore(tmp_path / "runs").create(config.to_dict(), "args")
+    run = Run(config, rd)
+    run.plan = models.TrainingPlan(device, str(dtype).removeprefix("torch."), models.resolve_optimizer(config, device),
+                                   models.resolve_gradient_checkpointing(config, device))
     with pytest.raises(_Captured):
-        Run(config, rd)._trainer(None, None, [1, 2, 3], None, device, dtype)
+        engine_trainer.training_arguments(run, has_eval=False)
     return seen
 
 
@@ -205,9 +210,9 @@ def test_cuda_oom_during_evaluation_fails_the_run_with_advice_and_the_kernel_liv
 
 
 def test_oom_message_when_checkpointing_is_already_on(t4) -> None:
-    from jupyter_ft.training import _explain
+    from jupyter_ft.engine.recipe import explain_failure
 
-    message = _explain(torch.cuda.OutOfMemoryError("CUDA out of memory."), FineTuneConfig())
+    message = explain_failure(torch.cuda.OutOfMemoryError("CUDA out of memory."), FineTuneConfig())
     assert "already on" in message and "smaller lora.r" in message and "batch_size=8" in message
 
 
@@ -217,7 +222,7 @@ def test_small_cpu_container_turns_auto_checkpointing_on_and_trains(monkeypatch,
     """With little memory left (a 2 GB Binder pod), ``auto`` checkpointing comes on for a CPU run too, and the
     run trains with it (non-reentrant checkpointing through the NF4 layers)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(models, "available_memory", lambda device: 2 * 2**20)  # 2 MiB
+    monkeypatch.setattr(memory_plan, "available_memory", lambda device: 2 * 2**20)  # 2 MiB
     run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=3, eval_every=3))
     assert run.wait(180) == "finished", run.run_dir.record.traceback
     plan = run.run_dir.record.memory_estimate["plan"]
@@ -225,7 +230,7 @@ def test_small_cpu_container_turns_auto_checkpointing_on_and_trains(monkeypatch,
     assert any("gradient checkpointing is on" in w for w in run.run_dir.record.warnings)
     assert run.summary["global_step"] == 3
     # plenty of memory: the CPU default stays off
-    monkeypatch.setattr(models, "available_memory", lambda device: 64 * 2**30)
+    monkeypatch.setattr(memory_plan, "available_memory", lambda device: 64 * 2**30)
     est = models.estimate_memory(FineTuneConfig.from_dict({"model": {"name": str(tiny_model_dir)}}), device="cpu")
     assert est.plan["gradient_checkpointing"] is False and "reason" not in est.plan
 
@@ -235,7 +240,7 @@ def test_a_cpu_run_past_a_containers_hard_limit_fails_before_loading(monkeypatch
     """Past a cgroup limit the kernel is killed with everything the notebook held: a CPU run that clearly
     cannot fit fails first, with what to lower. Host RAM without a limit only warns (it swaps, it is slow)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(models, "cgroup_memory_left", lambda: 2 * 2**20)  # 2 MiB left in the pod
+    monkeypatch.setattr(memory_plan, "cgroup_memory_left", lambda: 2 * 2**20)  # 2 MiB left in the pod
     loaded = []
     monkeypatch.setattr(models, "load_base_model", lambda *a, **k: loaded.append(a))
     run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs"))
@@ -246,8 +251,8 @@ def test_a_cpu_run_past_a_containers_hard_limit_fails_before_loading(monkeypatch
     estimate = run.run_dir.record.memory_estimate
     assert estimate["hard_limit"] is True and estimate["verdict"] == "too_big"
     # the same shortfall without a container limit: a warning, and it trains
-    monkeypatch.setattr(models, "cgroup_memory_left", lambda: None)
-    monkeypatch.setattr(models, "available_memory", lambda device: 2 * 2**20)
+    monkeypatch.setattr(memory_plan, "cgroup_memory_left", lambda: None)
+    monkeypatch.setattr(memory_plan, "available_memory", lambda device: 2 * 2**20)
     est = models.estimate_memory(FineTuneConfig.from_dict({"model": {"name": str(tiny_model_dir)}}), device="cpu")
     assert est.verdict == "too_big" and est.hard_limit is False
 
@@ -289,7 +294,7 @@ def test_cgroup_limit_caps_available_memory(monkeypatch, tmp_path: Path) -> None
     assert models.cgroup_memory_left(str(proc), str(v1)) is None
     assert models.cgroup_memory_left(str(tmp_path / "absent"), str(tmp_path / "nothing")) is None
     # available_memory takes it into account
-    monkeypatch.setattr(models, "cgroup_memory_left", lambda: GiB // 4)
+    monkeypatch.setattr(memory_plan, "cgroup_memory_left", lambda: GiB // 4)
     assert models.available_memory("cpu") <= GiB // 4
 
 
@@ -298,7 +303,6 @@ def test_a_tight_container_splits_batches_into_accumulated_micro_batches(monkeyp
     """Under a hard limit where checkpointing alone does not fit (the quickstart in Binder's 2 GB), ``auto``
     also runs each batch as accumulated micro-batches: the same examples per optimizer step, so the same
     number of steps and schedule; the Trainer gets the smaller batch and the larger accumulation."""
-    from jupyter_ft.training import Run
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     base = FineTuneConfig.from_dict(make_config(tiny_model_dir, tmp_path / "runs"))
@@ -308,13 +312,14 @@ def test_a_tight_container_splits_batches_into_accumulated_micro_batches(monkeyp
                                                   "training.batch_size": 2}), resolved, "cpu")
     room = int(half.total / models.MemoryEstimate.TIGHT) + 1  # the micro-batches fit, whole batches do not
     assert whole.total > models.MemoryEstimate.TIGHT * room
-    monkeypatch.setattr(models, "cgroup_memory_left", lambda: room)
+    monkeypatch.setattr(memory_plan, "cgroup_memory_left", lambda: room)
     plan = models.estimate_memory(base, resolved, "cpu").plan
     assert (plan["micro_batch_size"], plan["grad_accum_factor"], plan["gradient_checkpointing"]) == (2, 2, True)
 
     trainers: list = []
-    original = Run._trainer
-    monkeypatch.setattr(Run, "_trainer", lambda self, *a, **k: trainers.append(original(self, *a, **k)) or trainers[-1])
+    original = engine_trainer.build_trainer
+    monkeypatch.setattr(engine_trainer, "build_trainer",
+                        lambda run, *a, **k: trainers.append(original(run, *a, **k)) or trainers[-1])
     run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs", max_steps=3, eval_every=3))
     assert run.wait(180) == "finished", run.run_dir.record.traceback
     args = trainers[0].args
@@ -322,6 +327,6 @@ def test_a_tight_container_splits_batches_into_accumulated_micro_batches(monkeyp
     assert run.summary["global_step"] == 3
     assert any("Each batch of 4 also runs as 2 micro-batches of 2" in w for w in run.run_dir.record.warnings)
     # without a hard limit (host RAM that can swap) batches are never split
-    monkeypatch.setattr(models, "cgroup_memory_left", lambda: None)
-    monkeypatch.setattr(models, "available_memory", lambda device: room)
+    monkeypatch.setattr(memory_plan, "cgroup_memory_left", lambda: None)
+    monkeypatch.setattr(memory_plan, "available_memory", lambda device: room)
     assert "micro_batch_size" not in models.estimate_memory(base, resolved, "cpu").plan

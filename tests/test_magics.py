@@ -384,3 +384,149 @@ def test_ft_resume_continues_a_stopped_run_and_after_a_restart(shell: Interactiv
         fresh.ft_resume(f"nope --root {body.root}")
     with pytest.raises(UsageError, match="no run launched in this kernel"):
         fresh.ft_resume("")
+
+
+# --------------------------------------------------------------------------- errors: one line, no traceback
+def run_cell_text(shell: InteractiveShell, cell: str, capsys) -> tuple[str, object]:
+    """Run a cell as a user would (``shell.run_cell``) and return what it printed and the error it ended in."""
+    capsys.readouterr()
+    result = shell.run_cell(cell)
+    captured = capsys.readouterr()
+    return captured.out + captured.err, result.error_in_exec
+
+
+@pytest.fixture()
+def bad_sources(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Data a new user gets wrong, each with the words its message must contain."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    csv = tmp_path / "unknown.csv"
+    csv.write_text("foo,bar\n1,2\n")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "a", "output": "b"}\n{broken\n')
+    return {
+        "missing": (tmp_path / "nope.jsonl", "data.source: file not found"),
+        "empty": (empty, "the file is empty"),
+        "unknown columns": (csv, "could not detect the data format from columns foo, bar"),
+        "broken line": (broken, "line 2: invalid JSON"),
+    }
+
+
+def dry_run_cell(model: object, source: object, root: Path) -> str:
+    return f"model:\n  name: {model}\ndata:\n  source: {source}\noutput:\n  root: {root}\n"
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "unknown columns", "broken line"])
+def test_dry_run_data_errors_are_one_line_without_traceback(shell: InteractiveShell, tiny_model_dir: Path,
+                                                            bad_sources, tmp_path: Path, capsys, case: str) -> None:
+    path, words = bad_sources[case]
+    text, error = run_cell_text(shell, "%%finetune --dry-run\n" + dry_run_cell(tiny_model_dir, path, tmp_path / "r"),
+                                capsys)
+    assert isinstance(error, UsageError)
+    assert "UsageError: " in text and words in text
+    assert "Traceback" not in text and "DataError" not in text
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_unreachable_hub_model_is_one_line(shell: InteractiveShell, tmp_path: Path, capsys,
+                                                   monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub unreachable, as on a plane or behind a proxy
+    cell = dry_run_cell("some-org/some-model", "demo:support_tickets", tmp_path / "r")
+    text, error = run_cell_text(shell, "%%finetune --dry-run\n" + cell, capsys)
+    assert isinstance(error, UsageError)
+    assert "UsageError: model.name: 'some-org/some-model' is not in the local Hugging Face cache" in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "unknown columns", "broken line"])
+def test_dry_run_function_raises_the_data_error(tiny_model_dir: Path, bad_sources, tmp_path: Path,
+                                                case: str) -> None:
+    """The same mistakes from Python: ``dry_run`` raises the ``JupyterFTError`` subclass (a ``ValueError``)."""
+    from jupyter_ft import FineTuneConfig
+    from jupyter_ft.errors import DataError, JupyterFTError
+    from jupyter_ft.preview import dry_run
+
+    path, words = bad_sources[case]
+    config = FineTuneConfig.from_yaml(dry_run_cell(tiny_model_dir, path, tmp_path / "r"))
+    with pytest.raises(DataError, match=words) as err:
+        dry_run(config)
+    assert isinstance(err.value, JupyterFTError) and isinstance(err.value, ValueError)
+
+
+def test_dry_run_function_raises_model_resolution_error(tmp_path: Path, monkeypatch) -> None:
+    from jupyter_ft import FineTuneConfig
+    from jupyter_ft.errors import JupyterFTError, ModelResolutionError
+    from jupyter_ft.preview import dry_run
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = FineTuneConfig.from_yaml(dry_run_cell("some-org/some-model", "demo:support_tickets", tmp_path / "r"))
+    with pytest.raises(ModelResolutionError, match="hub cannot be reached") as err:
+        dry_run(config)
+    assert isinstance(err.value, JupyterFTError)
+
+
+def test_run_magics_errors_are_one_line_without_traceback(shell: InteractiveShell, records, capsys) -> None:
+    """%ft_eval, %ft_export, %ft_resume, %ft_rm, %ft_compare: a wrong run, a run with nothing to evaluate or
+    resume, a wrong selection each read as one line."""
+    store, (keep, _drop) = records
+    root = f"--root {store.root}"
+    cases = {
+        f"%ft_eval nope {root}": "no run 'nope' under",
+        f"%ft_eval keep {root}": "has no saved adapter",
+        f"%ft_export keep --out {store.root.parent / 'exported'} {root}": "has no saved adapter",
+        f"%ft_export nope --out {store.root.parent / 'exported'} {root}": "no run 'nope' under",
+        f"%ft_resume nope {root}": f"no run 'nope' under {store.root}; see %ft_runs --root",
+        f"%ft_resume keep {root}": "has no checkpoint to resume from",
+        f"%ft_rm nope --yes {root}": "no run is named 'nope'",
+        f"%ft_compare nope {root}": "no run 'nope' under",
+        f"%ft_compare {root}": "give run ids/names, or --sweep ID, or --last N (one of them)",
+        f"%ft_compare --last 2 --metric rogue {root}": "unknown metric 'rogue'",
+        f"%ft_compare --sweep {root}": "no sweep under",
+    }
+    for cell, words in cases.items():
+        text, error = run_cell_text(shell, cell, capsys)
+        assert isinstance(error, UsageError), (cell, text)
+        assert "UsageError: " in text and words in text, (cell, text)
+        assert "Traceback" not in text, (cell, text)
+    assert keep.path.is_dir() and not (store.root.parent / "exported").exists()
+
+
+def test_lookup_functions_raise_run_not_found(records) -> None:
+    """Run lookup from Python: by id, by name (the newest of that name), and ``RunNotFound`` otherwise."""
+    from jupyter_ft.errors import RunNotFound
+    from jupyter_ft.magics.lookup import KernelRuns, find_id, find_one
+
+    store, (keep, drop) = records
+    assert find_id(store, "keep") == keep.record.id and find_id(store, f"'{drop.record.id}'") == drop.record.id
+    assert find_one(store, "drop").id == drop.record.id
+    with pytest.raises(RunNotFound, match="no run 'nope' under"):
+        find_id(store, "nope")
+    store.create({}, "keep")  # a second run of that name: deleting by the name would be a guess
+    with pytest.raises(RunNotFound, match="several runs are named 'keep'"):
+        find_one(store, "keep")
+    with pytest.raises(RunNotFound, match="no run launched in this kernel"):
+        KernelRuns().resolve("")
+
+
+def test_only_jupyter_ft_errors_lose_their_traceback(capsys) -> None:
+    """``one_line_errors`` turns a JupyterFTError into a UsageError; anything else (a bug) keeps its traceback."""
+    from IPython.core.magic import Magics, line_magic, magics_class
+
+    from jupyter_ft.errors import DataError
+    from jupyter_ft.magics.router import one_line_errors
+
+    @one_line_errors
+    @magics_class
+    class Probe(Magics):
+        @line_magic
+        def probe_error(self, line: str) -> None:
+            """Raise what the line says."""
+            raise DataError("data.source: bad") if line == "ours" else RuntimeError("a bug")
+
+    shell = InteractiveShell.instance()
+    shell.register_magics(Probe)
+    assert Probe.probe_error.__doc__ == "Raise what the line says."
+    with pytest.raises(UsageError, match="^data.source: bad$"):
+        shell.run_line_magic("probe_error", "ours")
+    text, error = run_cell_text(shell, "%probe_error other", capsys)
+    assert isinstance(error, RuntimeError) and "Traceback" in text

@@ -43,7 +43,7 @@ def test_unreachable_hub_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_offline_mode_fails_without_network_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: pytest.fail("must not probe the hub offline"))
+    monkeypatch.setattr(models.resolve, "hub_reachable", lambda timeout=3.0: pytest.fail("must not probe the hub offline"))
     with pytest.raises(ModelResolutionError, match="smollm2-135m-instruct"):
         resolve_model("some-org/uncached")
 
@@ -132,7 +132,7 @@ def test_memory_estimate_counts_the_longest_row_not_max_length(tiny_model_dir: P
 
 
 def test_memory_estimate_flags_what_cannot_fit(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "available_memory", lambda device: 1024)
+    monkeypatch.setattr(models.memory_plan, "available_memory", lambda device: 1024)
     est = models.estimate_memory(_config(tiny_model_dir), device="cpu")
     assert not est.fits and est.to_dict()["fits"] is False
 

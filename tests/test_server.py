@@ -459,7 +459,7 @@ def test_schema_lists_every_section_and_field_of_the_config(get):
 def test_schema_carries_the_nested_keys_the_editor_checks(get):
     """What the editor's nested hints rely on agrees with what the config and sweep parsers accept."""
     from jupyter_ft.config import ConfigError, FineTuneConfig
-    from jupyter_ft.sweep import parse_sweep
+    from jupyter_ft.config.sweep_plan import parse_sweep
 
     code, body = get("schema")
     assert code == 200
@@ -528,7 +528,7 @@ def test_stop_from_the_lab_stops_a_real_training_run(post, get, run_root, tiny_m
     import time
 
     import jupyter_ft
-    from jupyter_ft.training import resume
+    from jupyter_ft.engine import resume
     from tests.test_training import make_config
 
     run = jupyter_ft.finetune(make_config(tiny_model_dir, run_root, max_steps=400, eval_every=1000,

@@ -29,7 +29,7 @@ def test_builtin_model_converts_once_and_answers(smollm2) -> None:
     model = AutoModelForCausalLM.from_pretrained(smollm2.path, dtype=torch.float32)
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                      tokenize=False, add_generation_prompt=True)
-    from jupyter_ft.evaluation import generate
+    from jupyter_ft.eval import generate
 
     (answer,) = generate(model, tok, [prompt], max_new_tokens=12)
     assert "Paris" in answer
@@ -46,7 +46,7 @@ def test_nf4_is_much_smaller_than_fp32(smollm2) -> None:
 
 
 def test_short_qlora_run_and_base_vs_tuned(tmp_path: Path) -> None:
-    from jupyter_ft.evaluation import compare_base_tuned
+    from jupyter_ft.eval import compare_base_tuned
 
     run = jupyter_ft.finetune(
         {"data": {"max_length": 128, "eval_split": 0.02},

@@ -11,7 +11,8 @@ from test_training import make_config
 
 from jupyter_ft.config import ConfigError
 from jupyter_ft.store import RunStore
-from jupyter_ft.sweep import Sweep, plan_sweep, start_sweep
+from jupyter_ft.config.sweep_plan import plan_sweep
+from jupyter_ft.sweep import Sweep, estimate_sweep, start_sweep
 from jupyter_ft.widgets.sweep_dashboard import StaticSweepDashboard, WidgetSweepDashboard
 
 DEMO = Path(__file__).resolve().parents[1] / "jupyter_ft" / "demo" / "support_tickets.jsonl"
@@ -95,7 +96,7 @@ def test_every_expanded_config_is_validated_at_once():
 def test_dry_run_plan_lists_differing_params_and_memory(tiny_model_dir: Path, tmp_path: Path):
     cfg = make_config(tiny_model_dir, tmp_path / "runs")
     plan = plan_sweep(cfg, {"training.learning_rate": [1e-4, 1e-3], "training.batch_size": [2, 8]}, name="lr")
-    plan.estimate()
+    estimate_sweep(plan)
     rows = plan.rows()
     assert [r["run"] for r in rows] == ["lr-1", "lr-2", "lr-3", "lr-4"]
     assert set(rows[0]) == {"run", "training.learning_rate", "training.batch_size", "memory"}

@@ -14,7 +14,7 @@ from test_training import make_config
 import jupyter_ft
 from jupyter_ft.config import ConfigError, FineTuneConfig
 from jupyter_ft.store import RunStore
-from jupyter_ft.tracking import flatten, normalize_report_to
+from jupyter_ft.engine.tracking import flatten, normalize_report_to
 
 DEMO = Path(__file__).resolve().parents[1] / "jupyter_ft" / "demo" / "support_tickets.jsonl"
 

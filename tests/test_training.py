@@ -11,7 +11,7 @@ import pytest
 
 import jupyter_ft
 from jupyter_ft.store import RunStore, read_jsonl
-from jupyter_ft.training import active_run
+from jupyter_ft.runtime.registry import active_run
 
 
 def make_config(model_dir: Path, root: Path, **training) -> dict:
@@ -223,16 +223,17 @@ def test_a_run_with_an_8bit_optimizer_leaves_nothing_in_bitsandbytes_registry(ti
     from bitsandbytes.optim import GlobalOptimManager
     from transformers import Trainer
 
-    from jupyter_ft.training import Run
+    from jupyter_ft.engine import Run
+    from jupyter_ft.engine import trainer as engine_trainer
 
     embeddings: list[weakref.ref] = []
-    original = Run._trainer
+    original = engine_trainer.build_trainer
 
-    def keep(self: Run, model, *args, **kwargs):
+    def keep(run: Run, model, *args, **kwargs):
         embeddings.append(weakref.ref(model.get_input_embeddings()))
-        return original(self, model, *args, **kwargs)
+        return original(run, model, *args, **kwargs)
 
-    monkeypatch.setattr(Run, "_trainer", keep)
+    monkeypatch.setattr(engine_trainer, "build_trainer", keep)
     mng = GlobalOptimManager.get_instance()
     before = len(mng.module_weight_config_triple)
     cfg = make_config(tiny_model_dir, root, max_steps=3)
@@ -258,11 +259,11 @@ def test_a_finished_run_gives_its_heap_back_to_the_system(tiny_model_dir: Path, 
     0.6 GB were live after the quickstart) and the %ft_eval after it was killed in a 2 GB Binder pod."""
     import sys
 
-    import jupyter_ft.training as training
+    import jupyter_ft.runtime.memory as memory
 
     calls: list[str] = []
-    real = training.trim_heap
-    monkeypatch.setattr(training, "trim_heap", lambda: calls.append("trim") or real())
+    real = memory.trim_heap
+    monkeypatch.setattr(memory, "trim_heap", lambda: calls.append("trim") or real())
     run = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=2))
     assert run.wait(120) == "finished"
     assert calls == ["trim"]  # once, after the model and the trainer were dropped

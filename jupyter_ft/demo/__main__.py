@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from jupyter_ft.config import DEFAULT_ROOT
+
 NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "01_quickstart.ipynb"
 
 DEMO_CONFIG = """
@@ -42,7 +44,7 @@ output:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="ft_runs", help="run directory root (default: ./ft_runs)")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="run directory root (default: ./ft_runs)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap the optimizer steps (quick check)")
     parser.add_argument("--n-eval", type=int, default=None, help="held-out rows to generate for (default: all)")
     parser.add_argument("--script", action="store_true", help="run the plain-Python demo instead of the notebook")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_notebook(NOTEBOOK, Path(args.out), args.max_steps)
 
     import jupyter_ft
-    from jupyter_ft.evaluation import compare_base_tuned
+    from jupyter_ft.eval import compare_base_tuned
 
     overrides = {"output.root": args.root}
     if args.max_steps:

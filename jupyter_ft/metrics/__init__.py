@@ -2,7 +2,7 @@
 
 ``evaluate.load("rouge")`` downloads the module's script from the Hugging Face hub. These directories hold
 self-contained modules with the same inputs and outputs, loaded with ``evaluate.load(<path of the directory>)``
-(see :func:`jupyter_ft.evaluation.load_metric`). Each directory holds one script named like the directory,
+(see :func:`jupyter_ft.eval.metrics.load_metric`). Each directory holds one script named like the directory,
 as ``evaluate`` expects; they import only ``evaluate``, ``datasets`` and the scoring library.
 
 =============  ==========================  ================================================================

@@ -17,8 +17,10 @@ from jupyter_server.utils import url_path_join
 from traitlets import Unicode
 from traitlets.config import Configurable
 
-from .. import __version__
-from ..store import ACTIVE, PROGRESS_FILE, STOP_REQUEST_FILE, RunStore, now, read_jsonl, write_json_atomic
+from ..version import __version__
+from ..config import DEFAULT_ROOT
+from ..probes.verdicts import worst  # the worst verdict seen so far, ranked as the probes rank it
+from ..store import ACTIVE, RunDir, RunStore, read_jsonl
 
 API = "jupyter-ft/api"
 # a run id is one path segment; what it may contain is RunStore.path_of's business (400 otherwise)
@@ -40,7 +42,7 @@ class JupyterFT(Configurable):
     """Server-side settings of jupyter-ft (``--JupyterFT.run_root=...`` or ``c.JupyterFT.run_root``)."""
 
     run_root = Unicode(
-        "ft_runs",
+        DEFAULT_ROOT,
         config=True,
         help="Directory of the run store the kernel writes (FineTuneConfig.output.root). "
         "A relative path is resolved against the server's root_dir.",
@@ -52,18 +54,6 @@ def resolve_root(run_root: str, root_dir: str | None) -> Path:
     if not path.is_absolute():
         path = Path(root_dir or ".").expanduser() / path
     return path.resolve()
-
-
-# severity of the probes' verdicts (jupyter_ft.probes._ORDER), to show the worst one seen so far
-_SEVERITY = {"ok": 0, "none": 0, "suspected": 1, "mild": 1, "overfitting": 2, "severe": 2}
-
-
-def _worse(a: str | None, b: str | None) -> str | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if _SEVERITY.get(a, 0) >= _SEVERITY.get(b, 0) else b
 
 
 class JsonlTail:
@@ -126,19 +116,10 @@ class JsonlTail:
 _TAIL = JsonlTail()
 
 
-def read_progress(run_path: Path) -> dict[str, Any] | None:
-    """The training thread's progress.json (step, max_steps, epoch, elapsed, eta, time), if any."""
-    try:
-        with open(run_path / PROGRESS_FILE, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def live_facts(record: dict[str, Any], run_path: Path) -> dict[str, Any]:
+def live_facts(rd: RunDir) -> dict[str, Any]:
     """What the sidebar shows beyond run.json: progress, the probes' worst verdicts and the best eval loss
     so far. A finished run has them in its summary; a running one only in its files."""
+    record = rd.record.to_dict()
     summary = record.get("summary") or {}
     probes = summary.get("probes") if isinstance(summary.get("probes"), dict) else None
     best = summary.get("best_eval_loss")
@@ -146,17 +127,17 @@ def live_facts(record: dict[str, Any], run_path: Path) -> dict[str, Any]:
         verdicts = {"overfitting": probes.get("overfitting"), "forgetting": probes.get("forgetting")}
     else:
         verdicts = {"overfitting": None, "forgetting": None}
-        for row in _TAIL.read(run_path / "probes.jsonl"):
+        for row in _TAIL.read(rd.probes_path):
             over, forget = row.get("overfitting"), row.get("forgetting")
             if isinstance(over, dict):
-                verdicts["overfitting"] = _worse(verdicts["overfitting"], over.get("status"))
+                verdicts["overfitting"] = worst(verdicts["overfitting"], over.get("status"))
             if isinstance(forget, dict):
-                verdicts["forgetting"] = _worse(verdicts["forgetting"], forget.get("verdict"))
+                verdicts["forgetting"] = worst(verdicts["forgetting"], forget.get("verdict"))
     if best is None and record.get("status") in ACTIVE:
-        losses = [m["eval_loss"] for m in _TAIL.read(run_path / "metrics.jsonl")
+        losses = [m["eval_loss"] for m in _TAIL.read(rd.metrics_path)
                   if isinstance(m.get("eval_loss"), (int, float))]
         best = min(losses) if losses else None
-    return {"progress": read_progress(run_path), "verdicts": verdicts, "best_eval_loss": best}
+    return {"progress": rd.progress(), "verdicts": verdicts, "best_eval_loss": best}
 
 
 def _type_name(hint: Any) -> str:
@@ -173,7 +154,7 @@ def config_schema() -> dict[str, Any]:
     ``sweep`` carries what a ``sweep:`` block accepts (its own keys, the dotted keys that can be swept, the
     distributions), taken from :mod:`jupyter_ft.sweep` so the editor flags what ``parse_sweep`` rejects."""
     from ..config import COLUMN_ROLES, SECTIONS
-    from ..sweep import DISTRIBUTIONS, METHODS, RESERVED, SWEEPABLE
+    from ..config.sweep_plan import DISTRIBUTIONS, METHODS, RESERVED, SWEEPABLE
 
     field_keys = {("data", "columns"): COLUMN_ROLES}
 
@@ -199,7 +180,8 @@ def config_schema() -> dict[str, Any]:
     return {"sections": sections, "sweep": sweep}
 
 
-def _light(record: dict[str, Any], run_path: Path) -> dict[str, Any]:
+def _light(rd: RunDir) -> dict[str, Any]:
+    record = rd.record.to_dict()
     config = record.get("config") or {}
     brief: dict[str, Any] = {}
     for key, (section, field) in _LIST_CONFIG.items():
@@ -216,7 +198,7 @@ def _light(record: dict[str, Any], run_path: Path) -> dict[str, Any]:
         "error": record.get("error"),
         "summary": record.get("summary") or {},
         "config": brief,
-        **live_facts(record, run_path),
+        **live_facts(rd),
     }
 
 
@@ -273,7 +255,7 @@ class RunsHandler(_Base):
     @tornado.web.authenticated
     def get(self) -> None:
         store = self.store
-        runs = [_light(r.to_dict(), store.root / r.id) for r in store.list()]
+        runs = [_light(RunDir(store.root / r.id, r)) for r in store.list()]
         self.reply({"run_root": str(store.root), "runs": runs})
 
 
@@ -281,7 +263,7 @@ class RunHandler(_Base):
     @tornado.web.authenticated
     def get(self, run_id: str) -> None:
         rd = self.open_run(run_id)
-        self.reply({**rd.record.to_dict(), **live_facts(rd.record.to_dict(), rd.path)})
+        self.reply({**rd.record.to_dict(), **live_facts(rd)})
 
 
 class StopHandler(_Base):
@@ -297,7 +279,7 @@ class StopHandler(_Base):
             raise tornado.web.HTTPError(409, "run %r is %s: only a queued or running run can be stopped",
                                         run_id, status)
         try:
-            write_json_atomic(rd.path / STOP_REQUEST_FILE, {"requested_at": now(), "by": "jupyter-ft lab extension"})
+            rd.request_stop(by="jupyter-ft lab extension")
         except OSError as exc:
             raise tornado.web.HTTPError(500, "could not write the stop request of run %r: %s", run_id, exc) from None
         self.set_status(202)
@@ -312,13 +294,17 @@ class SchemaHandler(_Base):
 
 class _SeriesHandler(_Base):
     key = ""
-    filename = ""
+
+    @staticmethod
+    def series_path(rd: RunDir) -> Path:
+        """The run's append-only ``.jsonl`` file this handler serves (read incrementally by ``_TAIL``)."""
+        raise NotImplementedError
 
     @tornado.web.authenticated
     def get(self, run_id: str) -> None:
         since = self.since()
         rd = self.open_run(run_id)
-        rows = _TAIL.read(rd.path / self.filename, since)
+        rows = _TAIL.read(self.series_path(rd), since)
         steps = [r["step"] for r in rows if isinstance(r.get("step"), (int, float))]
         last = max(steps) if steps else since
         self.reply({"run_id": rd.record.id, "status": rd.record.status, "since": since, "last_step": last,
@@ -327,25 +313,25 @@ class _SeriesHandler(_Base):
 
 class MetricsHandler(_SeriesHandler):
     key = "metrics"
-    filename = "metrics.jsonl"
+
+    @staticmethod
+    def series_path(rd: RunDir) -> Path:
+        return rd.metrics_path
 
 
 class ProbesHandler(_SeriesHandler):
     key = "probes"
-    filename = "probes.jsonl"
+
+    @staticmethod
+    def series_path(rd: RunDir) -> Path:
+        return rd.probes_path
 
 
 class SamplesHandler(_Base):
     @tornado.web.authenticated
     def get(self, run_id: str) -> None:
         rd = self.open_run(run_id)
-        eval_json = None
-        try:
-            with open(rd.path / "eval.json", encoding="utf-8") as fh:
-                eval_json = json.load(fh)
-        except (OSError, ValueError):
-            pass
-        self.reply({"run_id": rd.record.id, "samples": read_jsonl(rd.path / "samples.jsonl"), "eval": eval_json})
+        self.reply({"run_id": rd.record.id, "samples": read_jsonl(rd.samples_path), "eval": rd.eval_info()})
 
 
 def setup_handlers(server_app: Any) -> None:

@@ -12,6 +12,8 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import EvalError
+
 __all__ = ["ChatPanel", "ChatSession", "Exchange", "answers_html", "chat_loop"]
 
 
@@ -49,21 +51,24 @@ class ChatSession:
 
     def ask(self, prompt: str) -> Exchange:
         """Answer ``prompt`` with the adapter off (base) and on (tuned); the exchange is kept in ``exchanges``."""
-        from ..evaluation import generate, out_of_memory_advice, render_chat_prompt
+        from ..eval import generation
+        from ..runtime.memory import out_of_memory_advice
 
         prompt = prompt.strip()
         if not prompt:
-            raise ValueError("type a prompt first")
-        decode = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
-                  "batch_size": 1}
+            raise EvalError("type a prompt first")
+        decode: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                                  "seed": self.seed, "batch_size": 1}
         lower = (f"Lower max_new_tokens (%ft_chat --max-new-tokens, now {self.max_new_tokens}), or clear the "
                  "conversation (each turn is sent again)")
         with out_of_memory_advice("answering the prompt", lower):
             with self.model.disable_adapter():
-                (base,) = generate(self.model, self.tokenizer,
-                                   [render_chat_prompt(self._messages("base", prompt), self.tokenizer)], **decode)
-            (tuned,) = generate(self.model, self.tokenizer,
-                                [render_chat_prompt(self._messages("tuned", prompt), self.tokenizer)], **decode)
+                (base,) = generation.generate(
+                    self.model, self.tokenizer,
+                    [generation.render_chat_prompt(self._messages("base", prompt), self.tokenizer)], **decode)
+            (tuned,) = generation.generate(
+                self.model, self.tokenizer,
+                [generation.render_chat_prompt(self._messages("tuned", prompt), self.tokenizer)], **decode)
         ex = Exchange(prompt, base, tuned)
         self.exchanges.append(ex)
         return ex
@@ -85,10 +90,11 @@ _CELL = "border:1px solid #ddd;padding:4px 8px;vertical-align:top;white-space:pr
 
 def answers_html(ex: Exchange) -> str:
     """One prompt with the two answers side by side, word differences marked."""
-    from ..evaluation import _STYLE, word_diff
+    from ..views.diff import word_diff
+    from ..views.eval_html import eval_style
 
     base, tuned = word_diff(ex.base, ex.tuned)
-    return (f"<div class='jft-eval' style='margin-bottom:8px'><style>{_STYLE}</style>"
+    return (f"<div class='jft-eval' style='margin-bottom:8px'><style>{eval_style()}</style>"
             f"<div style='font-weight:600;white-space:pre-wrap'>› {html.escape(ex.prompt)}</div>"
             "<table style='width:100%;table-layout:fixed'><thead><tr>"
             f"<th style='{_CELL}'>base (adapter off)</th><th style='{_CELL}'>tuned</th></tr></thead>"

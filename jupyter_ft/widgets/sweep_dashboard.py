@@ -1,8 +1,9 @@
 """One dashboard for a whole sweep: progress over the runs, overlaid loss curves coloured by run, a live table.
 
-The same layering as :mod:`jupyter_ft.widgets.dashboard`: a plain-Python :class:`SweepState` fed by run events,
-a :class:`SweepDashboard` interface that buffers those events (the handlers run in the training thread) and
-flushes at most once per ``min_interval`` from a timer, and two views: :class:`WidgetSweepDashboard`
+The same layering as :mod:`jupyter_ft.widgets.dashboard`: a plain-Python
+:class:`~jupyter_ft.views.sweep_state.SweepState` fed by run events, a :class:`SweepDashboard` interface
+that buffers those events (the handlers run in the training thread) and flushes at most once per
+``min_interval`` from a timer (:class:`~jupyter_ft.widgets.throttle.ThrottledFlush`), and two views: :class:`WidgetSweepDashboard`
 (ipywidgets + a plotly ``FigureWidget``, with "Stop sweep" and "Skip run" buttons) and
 :class:`StaticSweepDashboard` (a text line updated in place, then the figure and the table once the sweep ends)
 for nbconvert, ``jupyter execute`` and terminal IPython. :func:`sweep_dashboard_for` picks one;
@@ -17,187 +18,19 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..compare import PALETTE, RunCurves, overlay_figure
-from .dashboard import STATUS_COLORS, Series, ThrottledFlush, _finite, _shell_name, _show, _widget_frontend, figure_bundle
+from ..views.figures import figure_bundle
+from ..views.sweep_state import SWEEP_STATUS_COLORS, SweepState
+from .dashboard import auto_mode
+from .frontend import shell_name, show, widget_frontend
+from .throttle import ThrottledFlush
 
 if TYPE_CHECKING:  # pragma: no cover
+    import plotly.graph_objects as go
+
     from ..sweep import Sweep
-    from ..training import Event
 
-__all__ = ["SweepDashboard", "SweepState", "StaticSweepDashboard", "WidgetSweepDashboard",
-           "register_sweep_dashboard", "sweep_dashboard_for"]
-
-STATUS_COLORS = {**STATUS_COLORS, "cancelled": "#adb5bd"}
-
-
-class SweepRunState:
-    """What the dashboard knows about one run of the sweep."""
-
-    def __init__(self, run: Any, index: int, label: str, color: str) -> None:
-        self.run_id = run.id
-        self.index = index
-        self.name = run.name
-        self.label = label
-        self.color = color
-        self.status = run.status
-        self.error: str | None = run.error
-        self.step: int | None = None
-        self.max_steps: int | None = None
-        self.loss = Series()
-        self.eval_loss = Series()
-
-    def add(self, entry: dict[str, Any]) -> set[str]:
-        step = entry.get("step")
-        if step is None:
-            return set()
-        dirty = set()
-        if _finite(entry.get("loss")):
-            self.loss.add(step, float(entry["loss"]))
-            dirty |= {"curves", "table"}
-        if _finite(entry.get("eval_loss")):
-            self.eval_loss.add(step, float(entry["eval_loss"]))
-            dirty |= {"curves", "table"}
-        return dirty
-
-    @property
-    def best_eval(self) -> float | None:
-        return min(self.eval_loss.y) if self.eval_loss.y else None
-
-    def curves(self, best: bool = False) -> RunCurves:
-        return RunCurves(self.run_id, self.label, self.color, (list(self.loss.x), list(self.loss.y)),
-                         (list(self.eval_loss.x), list(self.eval_loss.y)), best=best)
-
-
-class SweepState:
-    """The sweep as the views show it; built from the sweep's runs and updated by their events."""
-
-    def __init__(self, sweep: "Sweep") -> None:
-        from ..sweep import params_text
-
-        self.sweep = sweep
-        self.name = sweep.name
-        keys = sweep.keys
-        self.runs = [SweepRunState(run, i, f"{run.name} ({params_text(p.params, keys)})" if keys else run.name,
-                                   PALETTE[i % len(PALETTE)])
-                     for i, (run, p) in enumerate(zip(sweep.runs, sweep.plan.points))]
-        self.by_id = {r.run_id: r for r in self.runs}
-        self.keys = keys
-
-    def load(self) -> None:
-        """Snapshot every run (history and status so far)."""
-        for rs, run in zip(self.runs, self.sweep.runs):
-            rs.loss.clear()
-            rs.eval_loss.clear()
-            for entry in list(run.history):
-                rs.add(entry)
-            rs.status, rs.error = self.sweep.status_of(run), run.error
-            if run.progress:
-                rs.step, rs.max_steps = run.progress.get("step"), run.progress.get("max_steps")
-
-    def apply(self, event: "Event") -> set[str]:
-        rs = self.by_id.get(event.run_id)
-        if rs is None:
-            return set()
-        data = event.data or {}
-        if event.kind == "status":
-            run = self.sweep.runs[rs.index]
-            rs.status = self.sweep.status_of(run) if data.get("status") == "stopped" else data.get("status", rs.status)
-            rs.error = data.get("error")
-            return {"table", "progress", "status"}
-        if event.kind == "progress":
-            rs.step, rs.max_steps = data.get("step", rs.step), data.get("max_steps", rs.max_steps)
-            return {"progress", "table"}
-        if event.kind in ("log", "eval"):
-            return rs.add(dict(data))
-        return set()
-
-    # ------------------------------------------------------------ reading
-    @property
-    def ended(self) -> int:
-        return sum(r.status in ("finished", "stopped", "failed", "interrupted", "cancelled") for r in self.runs)
-
-    @property
-    def status(self) -> str:
-        return self.sweep.status
-
-    def best(self) -> SweepRunState | None:
-        scored = [r for r in self.runs if r.best_eval is not None]
-        return min(scored, key=lambda r: r.best_eval) if scored else None  # type: ignore[arg-type, return-value]
-
-    def current(self) -> SweepRunState | None:
-        return next((r for r in self.runs if r.status in ("running", "stopping")), None)
-
-    def progress_text(self) -> str:
-        n = len(self.runs)
-        parts = [f"{self.ended}/{n} runs done"]
-        counts: dict[str, int] = {}
-        for r in self.runs:
-            counts[r.status] = counts.get(r.status, 0) + 1
-        parts.append(", ".join(f"{c} {s}" for s, c in counts.items()))
-        cur = self.current()
-        if cur is not None:
-            step = f" · step {cur.step}/{cur.max_steps}" if cur.step is not None else " · loading"
-            parts.append(f"now: run {cur.index + 1}/{n} {cur.label}{step}")
-        best = self.best()
-        if best is not None:
-            parts.append(f"best eval loss {best.best_eval:.4f} ({best.name})")
-        return " · ".join(parts)
-
-    def text_line(self) -> str:
-        return f"sweep {self.name} ({self.sweep.id}): {self.status} · {self.progress_text()}"
-
-    def rows(self) -> list[dict[str, Any]]:
-        from ..sweep import format_value
-
-        best = self.best()
-        out = []
-        for r, point in zip(self.runs, self.sweep.plan.points):
-            row: dict[str, Any] = {"#": r.index + 1, "run": r.name}
-            row.update({k.rsplit(".", 1)[-1]: format_value(point.params.get(k)) for k in self.keys})
-            row["status"] = r.status
-            row["step"] = "" if r.step is None else f"{r.step}/{r.max_steps}"
-            row["loss"] = f"{r.loss.y[-1]:.4f}" if r.loss.y else ""
-            row["best eval"] = f"{r.best_eval:.4f}" if r.best_eval is not None else ""
-            row["_best"] = best is r
-            row["_color"] = r.color
-            out.append(row)
-        return out
-
-    def table_html(self) -> str:
-        rows = self.rows()
-        if not rows:
-            return "<p>no runs</p>"
-        cols = [c for c in rows[0] if not c.startswith("_")]
-        head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(c)}</th>" for c in cols)
-        body = []
-        for row in rows:
-            style = "font-weight:bold;background:#fff8dc" if row["_best"] else ""
-            cells = []
-            for c in cols:
-                value = html.escape(str(row[c]))
-                if c == "#":
-                    value = f"<span style='color:{row['_color']}'>■</span> {value}"
-                if c == "status":
-                    color = STATUS_COLORS.get(row[c], "#6c757d")
-                    value = f"<span style='color:{color};font-weight:600'>{value}</span>"
-                cells.append(f"<td style='text-align:left;padding:2px 8px'>{value}</td>")
-            body.append(f"<tr style='{style}'>{''.join(cells)}</tr>")
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-    def table_text(self) -> str:
-        rows = self.rows()
-        cols = [c for c in rows[0] if not c.startswith("_")] if rows else []
-        cells = [[str(r[c]) for c in cols] for r in rows]
-        widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join([fmt.format(*cols)] + [fmt.format(*x) for x in cells])
-
-    def curves(self) -> list[RunCurves]:
-        best = self.best()
-        return [r.curves(best=r is best) for r in self.runs]
-
-    def figure(self) -> Any:
-        return overlay_figure(self.curves(), title=f"sweep {self.name}: loss by run")
+__all__ = ["SweepDashboard", "StaticSweepDashboard", "WidgetSweepDashboard", "register_sweep_dashboard",
+           "sweep_dashboard_for"]
 
 
 # =========================================================================== the interface
@@ -267,7 +100,7 @@ class SweepDashboard(ThrottledFlush):
         """Stop only the current run; the sweep goes on with the next."""
         self.sweep.stop(cancel_rest=False)
 
-    def figure(self) -> Any:
+    def figure(self) -> "go.Figure":
         self.refresh()
         with self._flush_lock:
             return self.state.figure()
@@ -333,7 +166,7 @@ class WidgetSweepDashboard(SweepDashboard):
             self.progress_bar.value = st.ended
             self.progress_bar.bar_style = {"finished": "success", "failed": "danger"}.get(st.status, "")
             self.progress_label.value = html.escape(st.progress_text())
-            color = STATUS_COLORS.get(st.status, "#1f77b4")
+            color = SWEEP_STATUS_COLORS.get(st.status, "#1f77b4")
             self.status_badge.value = (f'<span style="background:{color};color:white;border-radius:4px;'
                                        f'padding:2px 8px;font-weight:600">sweep {html.escape(st.status)}</span>')
             running = not self.sweep.done
@@ -371,12 +204,12 @@ class StaticSweepDashboard(SweepDashboard):
         self._finished = False
 
     def _default_auto_flush(self) -> bool:
-        return _shell_name() == "ZMQInteractiveShell"
+        return shell_name() == "ZMQInteractiveShell"
 
     def display(self) -> None:
         with self._flush_lock:
             self._last_line = self.state.text_line()
-            self._handle = _show({"text/plain": self._last_line}, display_id=True)
+            self._handle = show({"text/plain": self._last_line}, display_id=True)
         if self.sweep.done:
             self.finish()
 
@@ -386,7 +219,7 @@ class StaticSweepDashboard(SweepDashboard):
         line = self.state.text_line()
         if line != self._last_line:
             self._last_line = line
-            _show({"text/plain": line}, handle=self._handle)
+            show({"text/plain": line}, handle=self._handle)
 
     def finish(self) -> None:
         self.refresh()
@@ -395,12 +228,12 @@ class StaticSweepDashboard(SweepDashboard):
                 return
             self._finished = True
             if self._handle is None:
-                self._handle = _show({"text/plain": self.state.text_line()}, display_id=True)
+                self._handle = show({"text/plain": self.state.text_line()}, display_id=True)
             self._render({"status"})
             fig = self.state.figure()
             table = {"text/plain": self.state.table_text(), "text/html": self.state.table_html()}
-        _show(figure_bundle(fig, self.state.text_line()))
-        _show(table)
+        show(figure_bundle(fig, self.state.text_line()))
+        show(table)
 
 
 # =========================================================================== choosing one
@@ -417,19 +250,17 @@ def register_sweep_dashboard(mode: str, cls: type[SweepDashboard]) -> None:
 def sweep_dashboard_for(sweep: "Sweep", mode: str = "auto", **kwargs: Any) -> SweepDashboard:
     """``"widget"`` in a Jupyter kernel with ipywidgets, else ``"static"``; ``JUPYTER_FT_DASHBOARD`` overrides
     ``"auto"`` as for a single run's dashboard (a mode with no sweep view falls back to the automatic one)."""
-    from . import dashboard as _single
-
     if mode in (None, "", "auto"):
         mode = os.environ.get("JUPYTER_FT_DASHBOARD", "").strip().lower() or "auto"
     if mode == "auto":
-        claimed = getattr(_single, "_AUTO_MODE", None)  # an adapter (Colab) took over the single-run "auto"
+        claimed = auto_mode()  # an adapter (Colab) took over the single-run "auto"
         if claimed:
             # The adapter's sweep view when it registered one (setup_colab registers ColabSweepDashboard);
             # without, widgets updated from the training thread may freeze there (Colab drops them), so the
             # static view, which works everywhere, is the fallback.
             mode = claimed if claimed in _SWEEP_DASHBOARDS else "static"
         else:
-            mode = "widget" if _widget_frontend() else "static"
+            mode = "widget" if widget_frontend() else "static"
     elif mode not in _SWEEP_DASHBOARDS:  # a single-run-only mode: the static view
         mode = "static"
     try:

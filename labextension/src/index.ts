@@ -19,7 +19,7 @@ import { RunsModel } from './runs';
 import { RunsSidebar } from './sidebar';
 import { RunStatusItem } from './statusbar';
 
-/** The DOM event the form's "Copy as %%finetune" button dispatches (jupyter_ft/widgets/form.py). */
+/** The DOM event the form's "Copy as %%finetune" button dispatches (jupyter_ft/widgets/clipboard.py, static/clipboard.js). */
 export const INSERT_CELL_EVENT = 'jupyter-ft:insert-cell';
 
 export namespace CommandIDs {

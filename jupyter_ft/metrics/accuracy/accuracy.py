@@ -9,7 +9,7 @@ _CITATION = ""
 _DESCRIPTION = """\
 Accuracy is the share of predictions equal to their reference: (TP + TN) / (TP + TN + FP + FN). Inputs are
 integer class ids; jupyter-ft maps generated answers to the label set of the references first (see
-jupyter_ft.evaluation.label_ids).
+jupyter_ft.eval.metrics.label_ids).
 """
 
 _KWARGS_DESCRIPTION = """

@@ -1,0 +1,63 @@
+"""``finetune`` and ``resume``: the two calls that start training, from Python or from the magics."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from ..config import DEFAULT_ROOT, FineTuneConfig
+from ..errors import RunStateError
+from ..runtime import registry
+from ..store import ACTIVE, RunStore
+from .run import Run
+
+__all__ = ["finetune", "resume", "coerce_config"]
+
+
+def coerce_config(config: FineTuneConfig | str | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> FineTuneConfig:
+    """A validated config from a ``FineTuneConfig``, a YAML string, a dict or nothing (the defaults)."""
+    if config is None:
+        return FineTuneConfig.from_dict({}, **overrides)
+    if isinstance(config, FineTuneConfig):
+        return config.replace(**overrides) if overrides else config.validate()
+    if isinstance(config, str):
+        return FineTuneConfig.from_yaml(config, **overrides)
+    return FineTuneConfig.from_dict(config, **overrides)
+
+
+def finetune(config: FineTuneConfig | str | Mapping[str, Any] | None = None, *, wait: bool = False,
+             **overrides: Any) -> Run:
+    """Start a QLoRA run in the background thread and return its ``Run`` at once (or when done, ``wait=True``).
+
+    ``config`` is a ``FineTuneConfig``, a YAML string or a dict; ``overrides`` use ``section__field``
+    keys (``training__learning_rate=1e-4``). The run is recorded before anything can fail, so even a
+    run that dies loading the model leaves its record behind.
+    """
+    cfg = coerce_config(config, overrides)
+    store = RunStore(cfg.output.root)
+    rd = store.create(cfg.to_dict(), cfg.output.name)
+    run = Run(cfg, rd).start()
+    if wait:
+        run.wait()
+    return run
+
+
+def resume(run_id: str, *, root: str | os.PathLike[str] = DEFAULT_ROOT, wait: bool = False) -> Run:
+    """Continue an interrupted or stopped run from its last checkpoint, in its own directory."""
+    store = RunStore(root)
+    rd = store.find(run_id)
+    if rd.record.id in registry.live_run_ids():
+        raise RunStateError(f"run {run_id} is already training in this kernel")
+    checkpoint = rd.last_checkpoint()
+    if checkpoint is None:
+        raise RunStateError(f"run {run_id} has no checkpoint to resume from (it saves every "
+                            f"training.save_every steps); start a new run instead.")
+    config = FineTuneConfig.from_dict(rd.record.config)
+    rd.save(status=rd.record.status if rd.record.status not in ACTIVE else "interrupted")
+    rd.clear_stop_request()  # an old request from the lab must not stop it again
+    run = Run(config, rd, resume_from=str(checkpoint))
+    run.history = rd.metrics()
+    run.start()
+    if wait:
+        run.wait()
+    return run

@@ -1,0 +1,68 @@
+"""``%ft_stop``, ``%ft_resume``, ``%ft_show``: act on a run that trains, trained, or was cut off.
+
+A stop is honoured after the current optimizer step; a resume trains on in the run's own directory from
+its last checkpoint; a show rebuilds the dashboard from the run (live) or from its files (after a restart).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from ...errors import RunStateError
+from ..lookup import KernelRuns, open_in
+from .finetune import follow
+
+__all__ = ["resume_run", "show_run", "stop_run", "stop_sweep"]
+
+
+def stop_sweep(kernel: KernelRuns) -> str:
+    """Stop the last sweep's current run and cancel the runs it still has queued; the line to print."""
+    if kernel.last_sweep is None:
+        raise UsageError("no sweep launched in this kernel")
+    kernel.last_sweep.stop(cancel_rest=True)
+    return f"stopping sweep {kernel.last_sweep.id}: the current run after its step; the queued runs are cancelled"
+
+
+def stop_run(kernel: KernelRuns, ref: str | None) -> str:
+    """Ask a run of this kernel to stop after its current step; the line to print."""
+    from ...engine import Run
+
+    run = kernel.resolve(ref)
+    if not isinstance(run, Run):
+        raise RunStateError(f"run {run.record.id} is not training in this kernel (status: {run.record.status})")
+    run.stop()
+    return f"stopping {run.id} after the current step…"
+
+
+def resume_run(kernel: KernelRuns, ns: dict[str, Any], ref: str | None, *, root: str | None = None,
+               wait: bool = False, out: str | None = None) -> Any:
+    """Continue a stopped, failed or interrupted run from its last checkpoint and follow it like a new one."""
+    from ...engine import Run, resume
+
+    rd = open_in(root, ref) if root else kernel.resolve(ref)
+    run_id = rd.id
+    if isinstance(rd, Run) and not rd.done:
+        raise RunStateError(f"run {run_id} is still training in this kernel; %ft_stop it first to resume later")
+    run_root = root or (rd.config.output.root if isinstance(rd, Run) else str(Path(rd.path).parent))
+    run = resume(run_id, root=run_root)
+    step = int(Path(str(run.resume_from)).name.rsplit("-", 1)[-1])  # resume() always sets it
+    print(f"resuming {run_id} from its checkpoint at step {step}")
+    return follow(kernel, ns, run, wait=wait, out=out)
+
+
+def show_run(kernel: KernelRuns, ref: str | None) -> None:
+    """Show the dashboard of a run again: live, or static for an ended one (renders in every frontend)."""
+    run = kernel.resolve(ref)
+    from ...widgets import dashboard_for
+
+    from ...engine import Run
+
+    done = not isinstance(run, Run) or run.done  # a run on disk is not followed live by this kernel
+    # A finished run gets the static figure: it renders in JupyterLab, VS Code and HTML exports alike.
+    dashboard = dashboard_for(run, mode="static" if done else "auto")
+    dashboard.display()
+    if done:
+        dashboard.finish()

@@ -1,0 +1,204 @@
+"""One run's directory: its paths, and the methods that write every file in it.
+
+Only the worker training a run writes its training files; the UIs write through the same methods (a tag,
+a note, a stop request, an evaluation), so each file has one code path that writes it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Protocol, runtime_checkable
+
+from ..errors import RunStoreError
+from .files import append_jsonl, now, read_json, read_jsonl, write_json_atomic
+from .record import ACTIVE, RunRecord
+
+__all__ = ["RunDir", "RunRef", "PROGRESS_FILE", "STOP_REQUEST_FILE"]
+
+# Two small files of a run directory for the lab extension: the training thread's live progress (step,
+# max_steps, ETA; rewritten about once a second), and a stop request the server writes for a run that
+# lives in a kernel thread (the training callback honours it at the next step, like Run.stop()).
+PROGRESS_FILE = "progress.json"
+STOP_REQUEST_FILE = "stop-request.json"
+
+
+@runtime_checkable
+class RunRef(Protocol):
+    """What a live ``Run`` of this kernel and a ``RunDir`` read from disk both offer, so that views and
+    use-cases take either without asking which one they got: ``run_dir`` is the directory (a ``RunDir`` is its
+    own), ``done`` says whether it can still change (a ``Run`` knows; a ``RunDir`` goes by its record)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def run_dir(self) -> "RunDir": ...
+
+    @property
+    def done(self) -> bool: ...
+
+
+class RunDir:
+    """One run's directory and the only code that writes inside it."""
+
+    def __init__(self, path: Path, record: RunRecord) -> None:
+        self.path = Path(path)
+        self.record = record
+        self._lock = threading.Lock()  # Stop (main thread) and the trainer may save at the same moment
+
+    # the RunRef protocol
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def run_dir(self) -> "RunDir":
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self.record.status not in ACTIVE
+
+    # paths
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def probes_path(self) -> Path:
+        return self.path / "probes.jsonl"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.path / "dataset"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.path / PROGRESS_FILE
+
+    @property
+    def stop_request_path(self) -> Path:
+        return self.path / STOP_REQUEST_FILE
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / "samples.jsonl"
+
+    @property
+    def eval_path(self) -> Path:
+        return self.path / "eval.json"
+
+    def save(self, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self.record, key, value)
+            write_json_atomic(self.run_json, self.record.to_dict())
+
+    def tag(self, *tags: str, remove: bool = False) -> list[str]:
+        """Add (or with ``remove=True`` drop) labels; returns the run's tags. Safe while the run trains
+        as long as it is called on the live run's own ``RunDir`` (``RunStore.tag`` finds it)."""
+        for t in tags:
+            if not isinstance(t, str) or not t.strip() or any(c.isspace() for c in t.strip()):
+                raise RunStoreError(f"invalid tag {t!r}: use a non-empty word without spaces")
+        with self._lock:
+            current = list(self.record.tags or [])
+        for t in (t.strip() for t in tags):
+            if remove and t in current:
+                current.remove(t)
+            elif not remove and t not in current:
+                current.append(t)
+        self.save(tags=current)
+        return current
+
+    def note(self, text: str, append: bool = False) -> str:
+        """Set (or append a line to) the run's free-text notes; returns them."""
+        if not isinstance(text, str):
+            raise RunStoreError("a note must be a string")
+        notes = f"{self.record.notes}\n{text}".strip() if append and self.record.notes else text
+        self.save(notes=notes)
+        return notes
+
+    # ------------------------------------------------------------ the other files of a run
+    def append_metrics(self, entry: dict[str, Any]) -> None:
+        """One logged step (train or eval) as a line of ``metrics.jsonl``."""
+        append_jsonl(self.metrics_path, entry)
+
+    log_metrics = append_metrics
+
+    def append_probe(self, entry: dict[str, Any]) -> None:
+        """One probe measurement as a line of ``probes.jsonl``."""
+        append_jsonl(self.probes_path, entry)
+
+    def probes(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.probes_path)
+
+    def write_progress(self, progress: dict[str, Any]) -> None:
+        """``progress.json``, the worker's heartbeat for readers in other processes (the lab's sidebar)."""
+        write_json_atomic(self.progress_path, progress)
+
+    def progress(self) -> dict[str, Any] | None:
+        data = read_json(self.progress_path)
+        return data if isinstance(data, dict) else None
+
+    def request_stop(self, by: str) -> None:
+        """Ask whoever trains this run to stop after its current step (any process may ask)."""
+        write_json_atomic(self.stop_request_path, {"requested_at": now(), "by": by})
+
+    def stop_requested(self) -> bool:
+        return self.stop_request_path.exists()
+
+    def clear_stop_request(self) -> None:
+        """Forget an old request, so that a resumed run is not stopped by it again."""
+        self.stop_request_path.unlink(missing_ok=True)
+
+    def write_eval(self, rows: Iterable[dict[str, Any]], info: dict[str, Any]) -> None:
+        """``samples.jsonl`` (one row per evaluated example) and ``eval.json`` (the metric table), each
+        replaced whole, so a reader sees the previous evaluation or this one."""
+        tmp = self.samples_path.with_name(".samples.jsonl.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.touch()
+        for row in rows:
+            append_jsonl(tmp, row)
+        os.replace(tmp, self.samples_path)
+        write_json_atomic(self.eval_path, info)
+
+    def eval_info(self) -> dict[str, Any] | None:
+        data = read_json(self.eval_path)
+        return data if isinstance(data, dict) else None
+
+    def metrics(self, since_step: int | None = None) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics_path, since_step)
+
+    def save_dataset(self, train: Any, eval: Any = None, raw_eval: Any = None) -> None:
+        """The tokenized split (``dataset/``), so a resume or ``%ft_eval`` sees exactly the rows trained on."""
+        train.save_to_disk(str(self.dataset_dir / "train"))
+        if eval is not None:
+            eval.save_to_disk(str(self.dataset_dir / "eval"))
+        if raw_eval is not None:
+            raw_eval.save_to_disk(str(self.dataset_dir / "eval_raw"))
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete Trainer checkpoint (one with trainer_state.json), for resume."""
+        if not self.checkpoints_dir.is_dir():
+            return None
+        cands = []
+        for p in self.checkpoints_dir.glob("checkpoint-*"):
+            m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+            if m and (p / "trainer_state.json").is_file():
+                cands.append((int(m.group(1)), p))
+        return max(cands)[1] if cands else None

@@ -1,0 +1,181 @@
+"""All runs under one root directory: create, open, list, find by id or name, tag, delete."""
+
+from __future__ import annotations
+
+import builtins
+import datetime as _dt
+import json
+import os
+import re
+import secrets
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..config.choices import DEFAULT_ROOT
+from ..errors import RunNotFound, RunStateError, RunStoreError
+from ..runtime import registry
+from .record import ACTIVE, RUN_ID, RunRecord
+from .run_dir import RunDir
+
+__all__ = ["RunStore"]
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """All runs under one root directory (default ``./ft_runs``)."""
+
+    def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT) -> None:
+        self.root = Path(root).expanduser()
+
+    def new_id(self, name: str | None) -> str:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name or "run").strip("-.")[:40] or "run"
+        return f"{stamp}-{slug}-{secrets.token_hex(2)}"
+
+    def create(self, config: dict[str, Any], name: str | None = None) -> RunDir:
+        self.root.mkdir(parents=True, exist_ok=True)
+        run_id = self.new_id(name)
+        path = self.root / run_id
+        path.mkdir()
+        record = RunRecord(id=run_id, name=name or run_id, config=config, pid=os.getpid(),
+                           hostname=socket.gethostname(), path=str(path.resolve()))
+        rd = RunDir(path, record)
+        rd.save()
+        return rd
+
+    def path_of(self, run_id: str) -> Path:
+        """The run's directory; ids are validated so no caller can step outside the root."""
+        if not isinstance(run_id, str) or not RUN_ID.match(run_id) or run_id in (".", ".."):
+            raise RunNotFound(f"invalid run id {run_id!r}")
+        path = (self.root / run_id).resolve()
+        if path.parent != self.root.resolve():
+            raise RunNotFound(f"invalid run id {run_id!r}")
+        return path
+
+    def open(self, run_id: str) -> RunDir:
+        path = self.path_of(run_id)
+        if not (path / "run.json").is_file():
+            known = ", ".join(r.id for r in self.list()[:5]) or "none"
+            raise RunNotFound(f"no run '{run_id}' under {self.root} (latest: {known})")
+        with open(path / "run.json", encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise RunStoreError(f"{path / 'run.json'} is not a run record (a JSON object)")
+        record = RunRecord.from_dict(data)
+        record.id = path.name  # the directory's name is the id: a copied directory is its own run
+        record.path = str(path)
+        self._mark_interrupted(record)
+        return RunDir(path, record)
+
+    def find(self, ref: str) -> RunDir:
+        """A run by id, else the newest run of that name; ``RunNotFound`` names the latest runs otherwise."""
+        ref = (ref or "").strip().strip("'\"")
+        try:
+            return self.open(ref)
+        except RunNotFound:
+            records = self.list()
+            named = [r for r in records if r.name == ref]
+            if named:
+                return self.open(named[0].id)
+            latest = ", ".join(r.id for r in records[:5]) or "none"
+            raise RunNotFound(f"no run '{ref}' under {self.root} (latest: {latest})") from None
+
+    def load(self, run_id: str) -> RunRecord:
+        return self.open(run_id).record
+
+    def _mark_interrupted(self, record: RunRecord) -> None:
+        """A run still 'running' whose process is gone was cut off (kernel restart, crash, disconnect)."""
+        if record.status not in ACTIVE:
+            return
+        if record.id in registry.live_run_ids():
+            return
+        same_host = record.hostname in (None, socket.gethostname())
+        if same_host and record.pid == os.getpid():
+            record.status = "interrupted"  # this process owns it but no thread runs it any more
+        elif same_host and not _pid_alive(record.pid):
+            record.status = "interrupted"
+
+    def __iter__(self) -> Iterator[RunRecord]:
+        return iter(self.list())
+
+    def list(self) -> list[RunRecord]:
+        """Every run, newest first; unreadable directories are skipped, never fatal."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.iterdir():
+            if (p / "run.json").is_file():
+                try:
+                    out.append(self.open(p.name).record)
+                except (KeyError, ValueError, OSError):
+                    continue
+        out.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return out
+
+    def latest(self) -> RunRecord | None:
+        runs = self.list()
+        return runs[0] if runs else None
+
+    # ------------------------------------------------------------ management (notes, tags, delete)
+    def live_dir(self, run_id: str) -> RunDir:
+        """The run's ``RunDir``: the live run's own when it trains in this process (so a tag written now
+        is not lost to the trainer's next save of its copy of the record), else read from disk."""
+        path = self.path_of(run_id)
+        live = registry.get(run_id)
+        if live is not None and Path(live.run_dir.path).resolve() == path:
+            return live.run_dir
+        return self.open(run_id)
+
+    def tag(self, run_id: str, *tags: str, remove: bool = False) -> builtins.list[str]:
+        return self.live_dir(run_id).tag(*tags, remove=remove)
+
+    def note(self, run_id: str, text: str, append: bool = False) -> str:
+        return self.live_dir(run_id).note(text, append=append)
+
+    def select(self, *, status: str | None = None, name: str | None = None, tag: str | None = None,
+               sweep: str | None = None) -> builtins.list[RunRecord]:
+        """Runs matching every filter given: ``status`` exactly, ``name`` as a case-insensitive substring of
+        the name or id, ``tag`` exactly, ``sweep`` a sweep id (or its unique prefix)."""
+        out = []
+        for r in self.list():
+            if status and r.status != status:
+                continue
+            if name and name.lower() not in f"{r.name}\n{r.id}".lower():
+                continue
+            if tag and tag not in (r.tags or []):
+                continue
+            if sweep and not str((r.sweep or {}).get("id", "")).startswith(sweep):
+                continue
+            out.append(r)
+        return out
+
+    def delete(self, run_id: str) -> Path:
+        """Remove a run's directory. Refuses a run training in this process (or, by its record, in a live
+        process on this host) and anything that is not a run directory directly under the root."""
+        import shutil
+
+        path = self.path_of(run_id)  # a valid id naming a direct child of the root, or KeyError
+        if (self.root / run_id).is_symlink() or not path.is_dir() or not (path / "run.json").is_file():
+            raise RunNotFound(f"no run '{run_id}' under {self.root}")
+        if run_id in registry.live_run_ids():
+            raise RunStateError(f"run {run_id} is training in this kernel; stop it first (%ft_stop {run_id})")
+        record = self.open(run_id).record
+        if record.status in ACTIVE:
+            raise RunStateError(f"run {run_id} is {record.status} in process {record.pid}; stop it before deleting")
+        root = self.root.resolve()
+        if path.parent != root or os.path.commonpath([root, path]) != str(root):
+            raise RunNotFound(f"invalid run id {run_id!r}")
+        shutil.rmtree(path)
+        return path
