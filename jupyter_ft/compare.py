@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .config import DEFAULT_ROOT
 from .errors import CompareError, RunNotFound
-from .store import RunDir, RunStore, read_jsonl
+from .store import CORRUPT, RunDir, RunStore, read_jsonl
 from .views.figures import PALETTE, RunCurves, overlay_figure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,7 +137,7 @@ def select_runs(root: str | Any = DEFAULT_ROOT, refs: Sequence[str] = (), *, swe
         raise CompareError("give run ids/names, or --sweep ID, or --last N (one of them)")
     if not sweep and not last:
         return [store.find(ref) for ref in refs]  # by id, else the newest run of that name
-    records = store.list()
+    records = [r for r in store.list() if r.status != CORRUPT]
     if sweep:
         sweeps = _sweeps(records)
         if sweep == "last":

@@ -15,8 +15,58 @@ from typing import Any
 __all__ = [
     "JupyterFTError", "Problem", "ConfigError", "DataError", "ModelResolutionError", "InsufficientMemory",
     "RunNotFound", "RunStoreError", "RunStateError", "EvalError", "EvalOutOfMemory", "ExportError", "CompareError",
-    "StopRequested",
+    "StopRequested", "short_repr",
 ]
+
+
+SHORT_REPR = 80
+_BRACKETS: dict[type, tuple[str, str]] = {
+    list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), frozenset: ("frozenset({", "})"), dict: ("{", "}")}
+
+
+def short_repr(value: Any, limit: int = SHORT_REPR) -> str:
+    """``repr(value)``, cut to ``limit`` characters ending in "…". Containers are written item by item and
+    only until the limit, so a value from a YAML alias bomb (millions of items) or a 500-deep nesting costs
+    as little as a short one: a one-line message must never become megabytes."""
+    parts: list[str] = []
+    _repr_into(value, parts, limit + 1)
+    text = "".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _repr_into(value: Any, parts: list[str], room: int) -> int:
+    """Append the repr of ``value`` to ``parts`` until ``room`` characters are written; returns the room left.
+    Every level writes at least its opening bracket, so the recursion is never deeper than ``room``."""
+    kind = type(value)
+    if kind in _BRACKETS and value:
+        head, tail = _BRACKETS[kind]
+        parts.append(head)
+        room -= len(head)
+        for i, item in enumerate(value):
+            if room <= 0:
+                return room
+            if i:
+                parts.append(", ")
+                room -= 2
+            room = _repr_into(item, parts, room)
+            if kind is dict and room > 0:
+                parts.append(": ")
+                room = _repr_into(value[item], parts, room - 2)
+        if kind is tuple and len(value) == 1:
+            tail = ",)"
+        parts.append(tail)
+        return room - len(tail)
+    if kind is str and len(value) > room:
+        value = value[:room]  # cut before repr: a 100 MB string is not copied whole
+    try:
+        text = repr(value)
+    except Exception:  # an int beyond Python's digit limit, a broken __repr__
+        if isinstance(value, int):
+            text = f"<int of ~{int(abs(value).bit_length() * 0.30103) + 1} digits>"
+        else:
+            text = f"<{kind.__name__}>"
+    parts.append(text)
+    return room - len(text)
 
 
 class JupyterFTError(Exception):
@@ -38,7 +88,7 @@ class Problem:
     def __str__(self) -> str:
         text = f"{self.path}: {self.message}"
         if self.value is not None:
-            text += f" (got {self.value!r})"
+            text += f" (got {short_repr(self.value)})"
         if self.hint:
             text += f". {self.hint}"
         return text

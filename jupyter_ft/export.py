@@ -21,17 +21,21 @@ from .config import DEFAULT_ROOT, FineTuneConfig
 from .errors import ExportError
 from .store import RunDir
 
-__all__ = ["ExportError", "export_run", "merged_model", "model_card"]
+__all__ = ["ExportError", "PROVENANCE", "export_run", "merged_model", "model_card"]
+
+# The file every export writes: what marks a directory as one that --force may replace.
+PROVENANCE = "jupyter_ft_export.json"
 
 
-def merged_model(run_dir: RunDir) -> tuple[Any, Any, FineTuneConfig]:
+def merged_model(run_dir: RunDir, *, trust_remote_code: bool = False) -> tuple[Any, Any, FineTuneConfig]:
     """The run's base with its adapter merged in, as a plain transformers model (dequantized where the run
-    trained on a quantized base), with its tokenizer and config."""
+    trained on a quantized base), with its tokenizer and config. The model's own code runs only with
+    ``trust_remote_code=True`` from the caller, never because the run's record says so."""
     from peft import PeftModel
 
     from . import models
 
-    config = FineTuneConfig.from_dict(run_dir.record.config)
+    config = FineTuneConfig.from_record(run_dir.record.config, trust_remote_code=trust_remote_code)
     resolved = models.resolve_model(config.model.name, config.model.revision)
     device = models.select_device()
     dtype = models.select_compute_dtype(device)
@@ -147,12 +151,13 @@ def model_card(run_dir: RunDir, *, merged: bool, eval_json: dict[str, Any] | Non
 
 
 def export_run(run: Any, out: str | os.PathLike[str], *, merge: bool = False, root: str | os.PathLike[str] = DEFAULT_ROOT,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """Save a run's adapter (or, with ``merge``, the merged model) and a model card to ``out``.
 
     ``run``: a run id or name under ``root``, a ``Run`` or a ``RunDir``. ``out`` must not exist or be empty,
     unless ``overwrite``. The export is written next to ``out`` and renamed into place, so a failure never
-    leaves a half-written directory. Returns ``out``.
+    leaves a half-written directory. Returns ``out``. With ``merge`` the base model is loaded: its repository's
+    own code runs only with ``trust_remote_code=True``, never because the run's record says so.
     """
     from .eval import open_run, release_model
 
@@ -164,16 +169,22 @@ def export_run(run: Any, out: str | os.PathLike[str], *, merge: bool = False, ro
     if target.exists():
         if not target.is_dir():
             raise ExportError(f"--out {target}: exists and is not a directory")
-        if any(target.iterdir()) and not overwrite:
-            raise ExportError(f"--out {target}: the directory is not empty; choose another or pass --force "
-                              "(overwrite=True) to replace it")
+        if any(target.iterdir()):
+            if not (target / PROVENANCE).is_file():
+                # --force replaces a previous export, never a folder of other files (the notebook's own, say)
+                raise ExportError(f"--out {target}: the directory is not empty and holds no jupyter-ft export "
+                                  f"({PROVENANCE}); choose another directory" +
+                                  ("" if overwrite else ", or an earlier export's to replace it with --force"))
+            if not overwrite:
+                raise ExportError(f"--out {target}: the directory is not empty (an earlier export); choose another "
+                                  "or pass --force (overwrite=True) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is an ordinary directory
     try:
         if merge:
             release_model()  # the cached %ft_eval model: keep one model in memory
-            model, tokenizer, _ = merged_model(rd)
+            model, tokenizer, _ = merged_model(rd, trust_remote_code=trust_remote_code)
             dtype = model.dtype
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -191,7 +202,7 @@ def export_run(run: Any, out: str | os.PathLike[str], *, merge: bool = False, ro
                       "dtype": str(dtype).replace("torch.", "") if merge else None,
                       "model": rd.record.model,
                       "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        (tmp / "jupyter_ft_export.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

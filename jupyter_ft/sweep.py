@@ -1,26 +1,6 @@
-"""Hyperparameter sweeps from one ``%%finetune`` cell: a ``sweep:`` key expands one config into many runs.
+"""Running a sweep: the expanded plan (``config.sweep_plan``, which holds the ``sweep:`` syntax) becomes runs.
 
-Syntax (the keys are dotted config paths, ``section.field``)::
-
-    sweep:                                # grid (the default): every combination, in the order written
-      training.learning_rate: [1e-4, 3e-4]
-      lora.r: [8, 16]                     # -> 4 runs
-
-    sweep:                                # random: n draws, reproducible from the seed
-      method: random
-      n: 6
-      seed: 0                             # default 0
-      params:
-        training.learning_rate: {log_uniform: [1e-5, 1e-3]}
-        lora.r: [8, 16, 32]               # a list: pick one value uniformly
-        lora.dropout: {uniform: [0.0, 0.1]}
-        training.batch_size: {int_uniform: [4, 16]}   # inclusive
-
-A grid may also list its parameters under ``params:``, and a nested mapping (``training: {learning_rate:
-[...]}``) reads as the dotted key. Random floats are rounded to 3 significant digits, so run tables stay
-readable. ``output.*`` cannot be swept: the runs of a sweep share one run root and are named by the sweep.
-
-Each run is a normal :class:`~jupyter_ft.training.Run` with its own directory; ``run.json`` carries
+Each run is a normal :class:`~jupyter_ft.engine.Run` with its own directory; ``run.json`` carries
 ``sweep: {id, index, total, method, params}`` so ``%ft_compare --sweep ID`` and ``%ft_runs --sweep ID``
 find them after a kernel restart. The runs queue on the process's one training thread, so they train one
 after another, in order.
@@ -60,7 +40,7 @@ def estimate_sweep(plan: SweepPlan) -> SweepPlan:
 class Sweep:
     """The runs of one sweep, queued in order on the training thread.
 
-    ``runs`` are ordinary :class:`~jupyter_ft.training.Run` objects. ``stop()`` stops the run training now
+    ``runs`` are ordinary :class:`~jupyter_ft.engine.Run` objects. ``stop()`` stops the run training now
     and (``cancel_rest=True``, the default) cancels the runs still waiting; ``stop(cancel_rest=False)`` only
     skips the current run and the sweep goes on. ``subscribe`` delivers the events of every run.
     """

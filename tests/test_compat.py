@@ -73,3 +73,82 @@ def test_an_old_run_resumes_to_its_last_step(old_root: Path) -> None:
     assert run.summary["global_step"] == 6
     steps = [m["step"] for m in read_jsonl(old_root / RUN_ID / "metrics.jsonl") if "loss" in m]
     assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+def _killed_at_step_5(root: Path) -> Path:
+    """The fixture as a kernel killed at step 5 leaves it: steps 4 and 5 logged after checkpoint-3, and
+    ``running`` in run.json with a process that is gone."""
+    import subprocess
+    import sys
+
+    rd = root / RUN_ID
+    with open(rd / "metrics.jsonl", "a") as fh:
+        for step in (4, 5):
+            fh.write(json.dumps({"step": step, "loss": 9.0, "epoch": 0.04}) + "\n")
+    with open(rd / "probes.jsonl", "a") as fh:
+        fh.write(json.dumps({"step": 5, "overfitting": None, "forgetting": None}) + "\n")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = json.loads((rd / "run.json").read_text())
+    record.update(status="running", pid=int(gone.stdout))
+    (rd / "run.json").write_text(json.dumps(record))
+    return rd
+
+
+def test_a_killed_run_resumes_with_every_step_once(old_root: Path) -> None:
+    """Steps 11 and 12 were logged twice (and drawn twice) after a kill at step 12 and a resume from the
+    checkpoint at step 10: the resume now supersedes the lines after its checkpoint."""
+    rd = _killed_at_step_5(old_root)
+    assert RunStore(old_root).open(RUN_ID).record.status == "interrupted"
+    run = jupyter_ft.resume(RUN_ID, root=old_root)
+    assert run.wait(180) == "finished", run.run_dir.record.traceback
+    steps = [m["step"] for m in read_jsonl(rd / "metrics.jsonl") if "loss" in m]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert all(m.get("loss") != 9.0 for m in read_jsonl(rd / "metrics.jsonl"))  # the superseded lines are gone
+    assert [p["step"] for p in read_jsonl(rd / "probes.jsonl")].count(5) == 0
+
+
+def test_a_run_live_in_another_process_is_not_resumed(old_root: Path) -> None:
+    """resume() of a run another live kernel trains was accepted: two writers in one directory."""
+    import subprocess
+    import sys
+
+    from jupyter_ft.errors import RunStateError
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record_path = old_root / RUN_ID / "run.json"
+        record = json.loads(record_path.read_text())
+        record.update(status="running", pid=other.pid)
+        record_path.write_text(json.dumps(record))
+        with pytest.raises(RunStateError, match=f"running in process {other.pid}.*stop it there"):
+            jupyter_ft.resume(RUN_ID, root=old_root)
+        assert json.loads(record_path.read_text())["status"] == "running"  # untouched
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_trust_remote_code_never_comes_back_from_disk(old_root: Path, monkeypatch) -> None:
+    """A run directory someone sent you could run a model repository's code on resume, %ft_eval or --merge:
+    trust_remote_code came from its run.json. It comes only from the caller now."""
+    from jupyter_ft import models
+    from jupyter_ft.config import FineTuneConfig
+
+    record_path = old_root / RUN_ID / "run.json"
+    record = json.loads(record_path.read_text())
+    record["config"]["model"]["trust_remote_code"] = True
+    record_path.write_text(json.dumps(record))
+    assert FineTuneConfig.from_record(record["config"]).model.trust_remote_code is False
+    assert FineTuneConfig.from_record(record["config"], trust_remote_code=True).model.trust_remote_code is True
+
+    asked: list[bool] = []
+    real = models.load_tokenizer
+    monkeypatch.setattr(models, "load_tokenizer", lambda resolved, trust=False: asked.append(trust) or real(resolved))
+    jupyter_ft.evaluate_run(RUN_ID, root=old_root, n=2, max_new_tokens=2, metrics=["exact_match"])
+    from jupyter_ft.export import export_run
+
+    export_run(RUN_ID, old_root.parent / "merged", root=old_root, merge=True)
+    run = jupyter_ft.resume(RUN_ID, root=old_root)
+    assert run.wait(180) == "finished", run.run_dir.record.traceback
+    assert run.config.model.trust_remote_code is False
+    assert asked == [False, False, False]  # eval, merge, resume: none ran the repository's code

@@ -486,3 +486,116 @@ def test_importing_the_package_and_config_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- bad input (issue #14)
+def alias_bomb(levels: int, under: str = "training:\n  learning_rate") -> str:
+    """Nine aliases of nine aliases, ``levels`` times: 9**levels values held as a few nodes."""
+    lines = ["  a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "anchors:\n" + "\n".join(lines) + f"\n{under}: *a{levels - 1}\n"
+
+
+def test_alias_bomb_is_refused_with_its_line_in_a_short_message():
+    with pytest.raises(ConfigError) as info:
+        FineTuneConfig.from_yaml(alias_bomb(7))
+    assert [str(p) for p in info.value.problems] == [
+        "yaml: aliases expand to more than 100000 values (at *a4) at line 7, column 12. Repeat an anchor (&name) "
+        "a few times, not aliases of aliases; write the values out"
+    ]
+    assert len(str(info.value)) < 300  # was 52 MB: the value's repr, whole
+
+
+def test_a_problem_shows_a_shortened_value():
+    bomb: list = ["x"] * 9
+    for _ in range(7):  # the same bomb built in Python: its repr would be 52 MB
+        bomb = [bomb] * 9
+    shown = str(Problem("training.learning_rate", "must be a number", bomb))
+    assert shown == "training.learning_rate: must be a number (got [[[[[[[['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', " \
+                    "'x'], ['x', 'x', 'x', 'x', 'x',…)"
+    assert str(Problem("a", "b", "x" * 200)) == f"a: b (got '{'x' * 78}…)"
+    assert str(Problem("a", "b", list(range(100)))) == f"a: b (got {repr(list(range(100)))[:79]}…)"
+    assert str(Problem("a", "b", 10**5000)) == "a: b (got <int of ~5001 digits>)"  # repr() itself would raise
+    shown = problems_of(training={"learning_rate": bomb})[0]
+    assert shown.startswith("training.learning_rate: must be a number (got [[[[") and len(shown) < 200
+
+
+DEEP_HINT = ("A config needs only 'section: field: value'; look for brackets that are never closed or a value "
+             "pasted into itself")
+
+
+@pytest.mark.parametrize("text, where", [
+    ('{"a": ' * 500 + "1" + "}" * 500, "line 1, column 301"),
+    ("[" * 500 + "]" * 500, "line 1, column 51"),
+    ("training:\n  learning_rate: " + "[" * 500 + "]" * 500 + "\n", "line 2, column 66"),
+    ("".join("  " * i + "a:\n" for i in range(60)) + "  " * 60 + "1\n", "line 51, column 101"),
+])
+def test_yaml_nested_too_deep_is_a_config_error_naming_the_line(text, where):
+    assert yaml_problems(text) == [f"yaml: lists and mappings nest deeper than 50 levels at {where}. {DEEP_HINT}"]
+
+
+def test_yaml_nested_too_deep_through_aliases_is_a_config_error():
+    text = "x:\n" + "".join(f"  a{i}: &a{i} [{f'*a{i - 1}' if i else 1}]\n" for i in range(60))
+    assert yaml_problems(text) == [
+        f"yaml: lists and mappings nest deeper than 50 levels through the alias *a47 at line 50, column 14. {DEEP_HINT}"
+    ]
+
+
+def test_yaml_nested_50_deep_is_still_read():
+    text = "training:\n  learning_rate: " + "[" * 48 + "]" * 48 + "\n"  # 50 levels with the two mappings
+    assert yaml_problems(text) == [
+        "training.learning_rate: must be a number (got " + ("[" * 48 + "]" * 48)[:79] + "…). " + LR_HINT
+    ]
+
+
+def test_yaml_alias_inside_its_own_anchor_is_a_config_error():
+    assert yaml_problems("training: &t\n  learning_rate: *t\n") == [
+        "yaml: the alias *t is inside the &t it repeats (a value that contains itself) at line 2, column 18. "
+        "Move *t out of the &t list or mapping"
+    ]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("output:\n  name: 2024-13-45\n",
+     "yaml: cannot read '2024-13-45' as a date (month must be in 1..12) at line 2, column 9"),
+    ("probes:\n  early_stop: !!bool maybe\n", "yaml: cannot read 'maybe' as true or false at line 2, column 15"),
+    ("training:\n  seed: " + "1" * 5000 + "\n",
+     f"yaml: cannot read '{'1' * 38}… as a whole number (Exceeds the limit (4300 digits) for integer string "
+     "conversion: value has 5000 digits) at line 2, column 9"),
+])
+def test_yaml_scalar_its_tag_cannot_read_is_a_config_error(text, problem):
+    assert yaml_problems(text) == [f"{problem}. Fix the value, or quote it to keep it as text"]
+
+
+def test_from_dict_nested_too_deep_or_containing_itself_is_a_config_error():
+    deep: dict = {"x": 1}
+    for _ in range(500):
+        deep = {"a": deep}
+    hint = "A config is 'section: field: value'; look for a mapping that contains itself"
+    assert problems_of({"training": deep}) == [f"training.a: nests deeper than 50 levels of mappings. {hint}"]
+    looped: dict = {}
+    looped["columns"] = looped
+    assert problems_of({"data": looped}) == [f"data.columns: nests deeper than 50 levels of mappings. {hint}"]
+    assert problems_of(**{"data.columns": deep}) == [f"data.columns: nests deeper than 50 levels of mappings. {hint}"]
+
+
+SEED_HINT = "numpy and torch take seeds below 2**32; use a smaller seed such as 42"
+
+
+def test_seed_must_be_below_2_to_the_32():
+    assert problems_of(training={"seed": 2**32}) == [
+        f"training.seed: must be <= 4294967295 (got 4294967296). {SEED_HINT}"]
+    assert yaml_problems("training:\n  seed: 99999999999999999999\n") == [
+        f"training.seed: must be <= 4294967295 (got 99999999999999999999). {SEED_HINT}"]
+    assert FineTuneConfig.from_dict(training={"seed": 2**32 - 1}).training.seed == 2**32 - 1
+
+
+def test_numpy_scalars_become_python_values():
+    np = pytest.importorskip("numpy")
+    config = FineTuneConfig.from_dict({"training": {"learning_rate": np.float64(3e-4), "batch_size": np.int64(4)},
+                                       "data": {"packing": np.bool_(True)}}, **{"lora.r": np.int32(8)})
+    t = config.training
+    assert (t.learning_rate, t.batch_size, config.data.packing, config.lora.r) == (3e-4, 4, True, 8)
+    assert [type(v) for v in (t.learning_rate, t.batch_size, config.data.packing, config.lora.r)] == [
+        float, int, bool, int]
+    assert FineTuneConfig.from_yaml(config.to_yaml()) == config  # yaml cannot write np.float64

@@ -723,7 +723,7 @@ def test_demo_dataset_prepares(tok):
     }
 
 
-# --------------------------------------------------------------------------- collators (training.py)
+# --------------------------------------------------------------------------- collators (engine/trainer.py)
 def test_packing_collator_flattens_with_restarting_positions(tok):
     from jupyter_ft.engine.trainer import make_collator
 

@@ -111,8 +111,15 @@ def test_export_refuses_to_overwrite_or_write_into_the_run(run, tmp_path: Path) 
     with pytest.raises(ExportError, match="not empty"):
         export_run(run, target)
     assert (target / "keep.txt").read_text() == "mine"
-    export_run(run, target, overwrite=True)
-    assert not (target / "keep.txt").exists() and (target / "adapter_config.json").is_file()
+    # --force replaces an earlier export only: it once wiped the notebook's own folder given as --out
+    with pytest.raises(ExportError, match="holds no jupyter-ft export"):
+        export_run(run, target, overwrite=True)
+    assert (target / "keep.txt").read_text() == "mine"
+    earlier = tmp_path / "earlier"
+    export_run(run, earlier)
+    (earlier / "stale.txt").write_text("from the earlier export")
+    export_run(run, earlier, overwrite=True)
+    assert not (earlier / "stale.txt").exists() and (earlier / "adapter_config.json").is_file()
     with pytest.raises(ExportError, match="outside the run directory"):
         export_run(run, run.path / "export")
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".")]

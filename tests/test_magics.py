@@ -127,6 +127,78 @@ def test_locate_finds_nested_keys() -> None:
     assert locate(text, "nothing") is None
 
 
+# --------------------------------------------------------------------------- bad input (issue #14)
+def test_numpy_scalars_expand_as_their_python_values(shell: InteractiveShell, tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    text, objects = expand_variables("lr: $lr\nn: {n}\nok: $b\n",
+                                     {"lr": np.float64(3e-4), "n": np.int64(8), "b": np.bool_(False)})
+    assert (text, objects) == ("lr: 0.0003\nn: 8\nok: false\n", {})
+
+    root = tmp_path / "never"
+    shell.user_ns.update(np_lr=np.float64(3e-4), np_steps=np.int64(2), np_pack=np.bool_(True))
+    cell = (f"training:\n  learning_rate: $np_lr\n  max_steps: {{np_steps}}\n  batch_size: 0\n"
+            f"data:\n  packing: $np_pack\noutput:\n  root: {root}\n")
+    with pytest.raises(UsageError) as err:  # batch_size: 0 stops the launch; the numpy values are all valid
+        shell.run_cell_magic("finetune", "", cell)
+    assert str(err.value) == ("1 problem(s) in the %%finetune cell; nothing was launched.\n"
+                              "  line 4: training.batch_size: must be >= 1 (got 0). Lower it if you run out of memory")
+    assert not root.exists()
+
+
+def test_a_variable_yaml_cannot_write_is_a_usage_error_naming_it(shell: InteractiveShell) -> None:
+    import enum
+
+    class Size(enum.IntEnum):
+        SMALL = 8
+
+    shell.user_ns["bs_enum"] = Size.SMALL
+    for ref in ("$bs_enum", "{bs_enum}"):
+        with pytest.raises(UsageError) as err:
+            shell.run_cell_magic("finetune", "", f"training:\n  batch_size: {ref}\n")
+        assert str(err.value) == (f"{ref}: a value of type Size cannot be written into the YAML; convert it first, "
+                                  "e.g. int(bs_enum)")
+
+
+def alias_bomb(levels: int) -> str:
+    """Nine aliases of nine aliases, ``levels`` times, used as training.learning_rate."""
+    lines = ["  a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "anchors:\n" + "\n".join(lines) + f"\ntraining:\n  learning_rate: *a{levels - 1}\n"
+
+
+DEEP = ("lists and mappings nest deeper than 50 levels. A config needs only 'section: field: value'; look for "
+        "brackets that are never closed or a value pasted into itself")
+
+
+@pytest.mark.parametrize("cell, message", [
+    (alias_bomb(7), "at line 7, column 12: aliases expand to more than 100000 values (at *a4). Repeat an anchor "
+                    "(&name) a few times, not aliases of aliases; write the values out"),
+    ("training:\n  learning_rate: " + "[" * 500 + "]" * 500 + "\n", f"at line 2, column 66: {DEEP}"),
+    ('{"a": ' * 500 + "1" + "}" * 500 + "\n", f"at line 1, column 301: {DEEP}"),
+    ("training: &t\n  learning_rate: *t\n", "at line 2, column 18: the alias *t is inside the &t it repeats (a value "
+                                            "that contains itself). Move *t out of the &t list or mapping"),
+    ("output:\n  name: 2024-13-45\n", "at line 2, column 9: cannot read '2024-13-45' as a date (month must be in "
+                                      "1..12). Fix the value, or quote it to keep it as text"),
+])
+def test_yaml_bombs_and_deep_nesting_are_one_line_usage_errors(shell: InteractiveShell, cell, message) -> None:
+    for line in ("", "--dry-run"):
+        with pytest.raises(UsageError) as err:
+            shell.run_cell_magic("finetune", line, cell)
+        assert str(err.value) == f"unusable YAML in the %%finetune cell {message}; nothing was launched."
+    if not cell.startswith("{"):  # a sweep cell parses the same way (a flow-mapping body cannot take a sweep: key)
+        with pytest.raises(UsageError) as err:
+            shell.run_cell_magic("finetune", "--dry-run", cell + "sweep:\n  lora.r: [8, 16]\n")
+        assert str(err.value) == f"unusable YAML in the %%finetune cell {message}; nothing was launched."
+
+
+def test_seed_beyond_numpy_is_named_with_its_line(shell: InteractiveShell) -> None:
+    with pytest.raises(UsageError) as err:
+        shell.run_cell_magic("finetune", "", "training:\n  epochs: 1\n  seed: 4294967296\n")
+    assert str(err.value) == ("1 problem(s) in the %%finetune cell; nothing was launched.\n"
+                              "  line 3: training.seed: must be <= 4294967295 (got 4294967296). numpy and torch take "
+                              "seeds below 2**32; use a smaller seed such as 42")
+
+
 def test_dry_run_shows_data_examples_and_memory_without_training(shell: InteractiveShell, body, capsys) -> None:
     assert shell.run_cell_magic("finetune", "--dry-run", body()) is None
     out = capsys.readouterr().out

@@ -594,14 +594,14 @@ def test_jsonl_tail_reads_only_what_was_appended(tmp_path, monkeypatch):
     their new lines; a torn last line waits for its newline; a replaced or shrunk file is read afresh."""
     import json as _json
 
-    from jupyter_ft.server.handlers import JsonlTail
+    from jupyter_ft.server.reading import JsonlTail
 
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(_json.dumps({"step": i, "loss": 1.0 / i}) + "\n" for i in range(1, 4)))
     tail = JsonlTail(max_files=2)
     parsed: list[bytes] = []
     real_loads = _json.loads
-    monkeypatch.setattr("jupyter_ft.server.handlers.json.loads", lambda s, *a, **k: parsed.append(s) or real_loads(s))
+    monkeypatch.setattr("jupyter_ft.store.files.json.loads", lambda s, *a, **k: parsed.append(s) or real_loads(s))
     assert [r["step"] for r in tail.read(path)] == [1, 2, 3]
     assert len(parsed) == 3
     with open(path, "a") as fh:
@@ -626,3 +626,320 @@ def test_jsonl_tail_reads_only_what_was_appended(tmp_path, monkeypatch):
         (tmp_path / f"{name}.jsonl").write_text('{"step": 1}\n')
         tail.read(tmp_path / f"{name}.jsonl")
     assert len(tail._files) == 2 and str(tmp_path / "a.jsonl") not in tail._files
+
+
+# --------------------------------------------------------------------------- issue #14: what is read, how it answers
+# (links are not followed, one odd run.json never breaks the listing, strict JSON on the wire, the server's
+# authorizer, XSRF under cookie auth)
+
+import math  # noqa: E402
+
+from jupyter_server.auth.authorizer import Authorizer  # noqa: E402
+
+RUN_FILES = ["progress.json", "metrics.jsonl", "probes.jsonl", "samples.jsonl", "eval.json"]
+
+
+def _strict_json(body: str):
+    """The body as the browser's JSON.parse reads it: a bare NaN or Infinity fails the test."""
+    return json.loads(body, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c} in {body[:300]}"))
+
+
+def _live_run(run_root, name: str):
+    rd = RunStore(run_root).create({"model": {"name": "tiny-llama"}}, name=name)
+    rd.save(status="running", started_at="2026-03-01T00:00:00+00:00", pid=os.getppid())  # a live process
+    return rd
+
+
+def test_linked_run_files_are_not_followed(runs, run_root, jp_root_dir, raw_get):
+    """A run's progress, metrics, probes, samples and eval files that are links (outside the root, or to
+    another run's file) read as absent: nothing they point to is served."""
+    outside = Path(jp_root_dir) / "outside"
+    (outside / "progress.json").write_text(json.dumps({"step": 1, "secret": SECRET}))
+    (outside / "eval.json").write_text(json.dumps({"metrics": {}, "secret": SECRET}))
+    rd = _live_run(run_root, "linked files")
+    targets = {"progress.json": outside / "progress.json", "metrics.jsonl": run_root / runs["old"] / "metrics.jsonl",
+               "probes.jsonl": Path(jp_root_dir) / "secret.txt", "samples.jsonl": outside / "samples.jsonl",
+               "eval.json": outside / "eval.json"}
+    for name, target in targets.items():
+        try:
+            (rd.path / name).symlink_to(target)
+        except OSError:
+            pytest.skip("symlinks not supported here")
+    rid = rd.record.id
+    code, body = raw_get("runs")
+    assert code == 200 and SECRET not in body
+    (mine,) = [r for r in _strict_json(body)["runs"] if r["id"] == rid]
+    assert mine["progress"] is None and mine["best_eval_loss"] is None
+    assert mine["verdicts"] == {"overfitting": None, "forgetting": None}
+    code, body = raw_get(f"runs/{rid}")
+    assert code == 200 and SECRET not in body and _strict_json(body)["progress"] is None
+    for route, key in [("metrics", "metrics"), ("probes", "probes"), ("samples", "samples")]:
+        code, body = raw_get(f"runs/{rid}/{route}")
+        assert code == 200 and SECRET not in body, (route, body)
+        assert _strict_json(body)[key] == [], (route, body)  # not the other run's metrics either
+    assert _strict_json(raw_get(f"runs/{rid}/samples")[1])["eval"] is None
+    # the same files, regular, are read
+    for name in targets:
+        (rd.path / name).unlink()
+    (rd.path / "progress.json").write_text(json.dumps({"step": 3, "max_steps": 9}))
+    rd.log_metrics({"step": 3, "loss": 1.0})
+    code, body = raw_get(f"runs/{rid}/metrics")
+    assert [m["step"] for m in _strict_json(body)["metrics"]] == [3]
+    assert _strict_json(raw_get(f"runs/{rid}")[1])["progress"] == {"step": 3, "max_steps": 9}
+
+
+def test_run_files_that_are_not_regular_files_read_as_absent(runs, run_root, raw_get):
+    """A FIFO (whose open would block the server) or a directory in place of a run's file reads as absent."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    rd = _live_run(run_root, "odd files")
+    for name in ("progress.json", "samples.jsonl", "metrics.jsonl"):
+        os.mkfifo(rd.path / name)
+    (rd.path / "eval.json").mkdir()
+    (rd.path / "probes.jsonl").mkdir()
+    rid = rd.record.id
+    code, body = raw_get("runs")
+    assert code == 200 and rid in body
+    for route in ("", "/metrics", "/probes", "/samples"):
+        code, body = raw_get(f"runs/{rid}{route}")
+        assert code == 200, (route, body)
+    assert _strict_json(raw_get(f"runs/{rid}/samples")[1]) == {"run_id": rid, "samples": [], "eval": None}
+
+
+def test_a_linked_run_json_is_not_served(runs, run_root, jp_root_dir, raw_get):
+    """A run directory whose run.json links to another record (here one naming the secret) is no run."""
+    odd = run_root / "20260301-000000-linkrec-0000"
+    odd.mkdir()
+    try:
+        (odd / "run.json").symlink_to(Path(jp_root_dir) / "outside" / "run.json")
+    except OSError:
+        pytest.skip("symlinks not supported here")
+    code, body = raw_get("runs")
+    assert code == 200 and SECRET not in body
+    assert {runs["old"], runs["new"]} <= {r["id"] for r in _strict_json(body)["runs"]}
+    for route in ("", "/metrics", "/probes", "/samples"):
+        code, body = raw_get(f"runs/{odd.name}{route}")
+        assert code in (200, 404) and SECRET not in body, (route, code, body)
+        if code == 200:
+            assert _strict_json(body).get("status", "corrupt") == "corrupt"
+
+
+def test_run_directories_that_are_links_are_neither_listed_nor_served(runs, run_root, post, raw_get):
+    """A link inside the root to a run of the same root is not a second run; a link loop is nothing."""
+    alias = run_root / "20990101-000000-alias-0000"
+    try:
+        alias.symlink_to(run_root / runs["old"], target_is_directory=True)
+        (run_root / "loop").symlink_to(run_root / "loop")
+    except OSError:
+        pytest.skip("symlinks not supported here")
+    code, body = raw_get("runs")
+    assert code == 200, body
+    ids = [r["id"] for r in _strict_json(body)["runs"]]
+    assert ids == [runs["new"], runs["old"]]  # once each; no alias, no loop
+    for run_id in (alias.name, "loop"):
+        for route in ("", "/metrics", "/probes", "/samples"):
+            code, body = raw_get(f"runs/{run_id}{route}")
+            assert code == 404, (run_id, route, code, body)
+            assert _strict_json(body)["message"] == f"no run {run_id!r}"
+        code, body = post(f"runs/{run_id}/stop")
+        assert code == 404, (run_id, code, body)
+    assert not (run_root / runs["old"] / STOP_REQUEST_FILE).exists()
+
+
+ODD_RECORDS = {
+    "list": b"[]",
+    "null": b"null",
+    "string": b'"x"',
+    "number": b"5",
+    "invalid-json": b'{"id": "x", "name": ',
+    "empty": b"",
+    "not-utf8": b'{"name": "\xff\xfe"}',
+    "deep": b"[" * 100000,
+    "no-name-no-created": b'{"status": "finished"}',
+    "no-created": b'{"name": "odd", "status": "finished"}',
+    "created-number": b'{"name": "odd", "created_at": 5}',
+    "created-null": b'{"name": "odd", "created_at": null}',
+    "odd-types": b'{"name": 5, "status": [], "summary": [1], "config": "x", "tags": 5, "error": {"a": 1}}',
+    "odd-sections": b'{"name": "odd", "config": {"model": "x", "training": [1]}, "summary": {"probes": [1]}}',
+    "huge-pid": b'{"name": "odd", "status": "running", "pid": 1000000000000000000000000000000}',
+    "pid-string": b'{"name": "odd", "status": "running", "pid": "x"}',
+}
+
+
+@pytest.mark.parametrize("content", list(ODD_RECORDS.values()), ids=list(ODD_RECORDS))
+def test_an_odd_run_json_never_breaks_the_listing_nor_hides_the_others(runs, run_root, raw_get, post, content):
+    odd = run_root / "20260301-000000-odd-0000"
+    odd.mkdir()
+    (odd / "run.json").write_bytes(content)
+    code, body = raw_get("runs")
+    assert code == 200, body
+    listed = {r["id"]: r for r in _strict_json(body)["runs"]}
+    assert {runs["old"], runs["new"]} <= set(listed)  # the good runs are always there
+    assert listed[runs["old"]]["status"] == "finished"
+    parsed_object = content.startswith(b"{") and content.endswith(b"}") and b"\xff" not in content
+    if odd.name in listed and not parsed_object:
+        assert listed[odd.name]["status"] == "corrupt"
+    for route in ("", "/metrics", "/probes", "/samples"):
+        code, body = raw_get(f"runs/{odd.name}{route}")
+        assert code in (200, 404), (route, code, body)
+        if code == 200 and not parsed_object and route != "/samples":  # samples carry no status
+            assert _strict_json(body)["status"] == "corrupt", (route, body)
+    code, body = post(f"runs/{odd.name}/stop")
+    assert code in (202, 404, 409), (code, body)
+
+
+def test_odd_metrics_lines_never_fail_a_poll(runs, run_root, raw_get):
+    path = run_root / runs["old"] / "metrics.jsonl"
+    with open(path, "a") as fh:
+        fh.write('{"step": "seven", "loss": 1}\n{"step": null}\n{"step": [1]}\n' + "[" * 100000 + "\n"
+                 + '{"step": 7, "loss": 0.5}\n')
+    for since in (None, "4"):
+        code, body = raw_get(f"runs/{runs['old']}/metrics" + (f"?since={since}" if since else ""))
+        assert code == 200, (since, body)
+        steps = [m.get("step") for m in _strict_json(body)["metrics"]]
+        assert steps[-1] == 7 and _strict_json(body)["last_step"] == 7
+        if since:
+            assert steps == [5, 6, 7]
+
+
+def _write_json_nan(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj))  # Python writes NaN and Infinity bare (allow_nan)
+
+
+def test_non_finite_numbers_reach_the_browser_as_null(runs, run_root, raw_get):
+    """A NaN in a summary or a metrics line (an fp16 overflow of grad_norm) must not make a reply unparseable
+    for JSON.parse (the sidebar would show "No runs yet")."""
+    nan, inf = float("nan"), float("inf")
+    rd = _live_run(run_root, "nan run")
+    record = json.loads(rd.run_json.read_text())
+    record["summary"] = {"train_loss": nan, "best_eval_loss": None, "losses": [1.0, nan, {"x": -inf}]}
+    record["config"]["training"] = {"learning_rate": nan}
+    _write_json_nan(rd.run_json, record)
+    with open(rd.metrics_path, "a") as fh:
+        fh.write(json.dumps({"step": 1, "loss": nan, "grad_norm": inf}) + "\n")
+        fh.write(json.dumps({"step": 2, "loss": 1.0, "eval_loss": -inf, "nested": [nan, {"a": inf}]}) + "\n")
+        fh.write(json.dumps({"step": nan, "loss": 2.0}) + "\n")
+    with open(rd.probes_path, "a") as fh:
+        fh.write(json.dumps({"step": 1, "value": nan, "overfitting": {"status": "ok", "gap": inf}}) + "\n")
+    with open(rd.samples_path, "a") as fh:
+        fh.write(json.dumps({"prompt": "p", "score": nan}) + "\n")
+    _write_json_nan(rd.eval_path, {"metrics": {"rougeL": {"base": nan, "tuned": inf}}})
+    _write_json_nan(rd.progress_path, {"step": 2, "max_steps": 9, "eta": inf})
+    rid = rd.record.id
+
+    code, body = raw_get("runs")
+    assert code == 200
+    (mine,) = [r for r in _strict_json(body)["runs"] if r["id"] == rid]
+    assert mine["summary"] == {"train_loss": None, "best_eval_loss": None, "losses": [1.0, None, {"x": None}]}
+    assert mine["config"]["learning_rate"] is None and mine["progress"]["eta"] is None
+    assert mine["best_eval_loss"] is None  # -inf is no loss
+    code, body = raw_get(f"runs/{rid}")
+    assert code == 200 and _strict_json(body)["summary"]["train_loss"] is None
+    code, body = raw_get(f"runs/{rid}/metrics")
+    metrics = _strict_json(body)
+    assert code == 200 and metrics["last_step"] == 2
+    assert metrics["metrics"][:2] == [{"step": 1, "loss": None, "grad_norm": None},
+                                      {"step": 2, "loss": 1.0, "eval_loss": None, "nested": [None, {"a": None}]}]
+    code, body = raw_get(f"runs/{rid}/probes")
+    assert code == 200 and _strict_json(body)["probes"][0]["overfitting"] == {"status": "ok", "gap": None}
+    code, body = raw_get(f"runs/{rid}/samples")
+    samples = _strict_json(body)
+    assert samples["samples"] == [{"prompt": "p", "score": None}]
+    assert samples["eval"] == {"metrics": {"rougeL": {"base": None, "tuned": None}}}
+
+
+def test_the_reply_encoder_is_strict():
+    from jupyter_ft.server.handlers import strict_json
+
+    obj = {"a": float("nan"), "b": [float("inf"), (1, -float("inf"))], "c": {"d": 1.5, "e": "NaN"}, "f": True}
+    assert _strict_json(strict_json(obj)) == {"a": None, "b": [None, [1, None]], "c": {"d": 1.5, "e": "NaN"},
+                                              "f": True}
+    assert math.isnan(obj["a"])  # the caller's object is left as it was
+
+
+class _Calls:
+    seen: list[tuple[str, str]] = []
+
+
+class DenyJupyterFT(Authorizer):
+    """Allows the rest of the server, nothing of jupyter-ft."""
+
+    def is_authorized(self, handler, user, action, resource):
+        if resource == "jupyter_ft":
+            _Calls.seen.append((action, resource))
+            return False
+        return True
+
+
+class ReadOnlyJupyterFT(Authorizer):
+    def is_authorized(self, handler, user, action, resource):
+        if resource == "jupyter_ft":
+            _Calls.seen.append((action, resource))
+            return action == "read"
+        return True
+
+
+class TestDenyingAuthorizer:
+    @pytest.fixture
+    def jp_server_config(self):
+        _Calls.seen.clear()
+        return {"ServerApp": {"jpserver_extensions": {"jupyter_ft": True}, "authorizer_class": DenyJupyterFT}}
+
+    @pytest.mark.parametrize("path", ALL_PATHS)
+    def test_every_read_is_refused(self, runs, raw_get, path):
+        code, body = raw_get(path.format(**runs))
+        assert code == 403, body
+        assert "tiny-llama" not in body and "loss" not in body
+        assert _Calls.seen == [("read", "jupyter_ft")]
+
+    def test_stop_is_refused_and_writes_nothing(self, post, live):
+        code, body = post(f"runs/{live.record.id}/stop")
+        assert code == 403, body
+        assert not (live.path / STOP_REQUEST_FILE).exists()
+        assert _Calls.seen == [("write", "jupyter_ft")]
+
+
+class TestReadOnlyAuthorizer:
+    @pytest.fixture
+    def jp_server_config(self):
+        _Calls.seen.clear()
+        return {"ServerApp": {"jpserver_extensions": {"jupyter_ft": True}, "authorizer_class": ReadOnlyJupyterFT}}
+
+    @pytest.mark.parametrize("path", ALL_PATHS)
+    def test_reads_work(self, runs, raw_get, path):
+        code, body = raw_get(path.format(**runs))
+        assert code == 200, body
+        assert _Calls.seen == [("read", "jupyter_ft")]
+
+    def test_stop_is_refused_and_writes_nothing(self, post, live):
+        code, body = post(f"runs/{live.record.id}/stop")
+        assert code == 403, body
+        assert not (live.path / STOP_REQUEST_FILE).exists()
+        assert _Calls.seen == [("write", "jupyter_ft")]
+
+
+def test_stop_under_cookie_auth_needs_the_xsrf_token(raw_get, post, live, jp_serverapp, http_server_client,
+                                                     jp_auth_header, jp_base_url, jp_asyncio_loop):
+    """A browser's request carries the login cookie by itself; a POST must also carry the XSRF token (which
+    a cross-site page cannot read), else it is refused and nothing is written."""
+    from http.cookies import SimpleCookie
+
+    url = jp_base_url.rstrip("/") + "/" + API + "/status"
+    resp = jp_asyncio_loop.run_until_complete(http_server_client.fetch(url, headers=dict(jp_auth_header),
+                                                                       request_timeout=20))
+    cookies = SimpleCookie()
+    for header in resp.headers.get_list("Set-Cookie"):
+        cookies.load(header)
+    login = "; ".join(f"{k}={m.value}" for k, m in cookies.items() if k != "_xsrf")
+    assert login, "the token request set no login cookie"
+    stop = f"runs/{live.record.id}/stop"
+    code, _ = raw_get("status", headers={"Cookie": login})  # the cookie alone authenticates a GET
+    assert code == 200
+    code, body = post(stop, headers={"Cookie": login})
+    assert code == 403, body
+    code, body = post(stop, headers={"Cookie": login + "; _xsrf=0123abcd", "X-XSRFToken": "ffff0000"})
+    assert code == 403, body  # a token that is not the cookie's
+    assert not (live.path / STOP_REQUEST_FILE).exists()
+    code, body = post(stop, headers={"Cookie": login + "; _xsrf=0123abcd", "X-XSRFToken": "0123abcd"})
+    assert code == 202, body  # the same request with the token is honoured
+    assert (live.path / STOP_REQUEST_FILE).exists()

@@ -63,7 +63,8 @@ def test_running_record_of_dead_process_reads_as_interrupted(tmp_path: Path) -> 
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     rd.save(status="running", pid=int(proc.stdout))  # that process has exited
     assert store.load(rd.record.id).status == "interrupted"
-    assert json.loads((rd.path / "run.json").read_text())["status"] == "running"  # reading never rewrites
+    # a reader that proves the worker dead says so in run.json, so every reader (the lab's too) agrees
+    assert json.loads((rd.path / "run.json").read_text())["status"] == "interrupted"
 
 
 def test_running_record_of_live_process_stays_running(tmp_path: Path) -> None:
@@ -86,19 +87,154 @@ def test_running_record_of_this_process_without_thread_is_interrupted(tmp_path: 
 
 
 def test_last_checkpoint_ignores_incomplete_ones(tmp_path: Path) -> None:
+    """A checkpoint counted as complete once trainer_state.json existed; a kill mid-save leaves a torn state, no
+    weights, or none of it: resume falls back to the newest complete one."""
     rd = RunStore(tmp_path).create({}, "ckpt")
-    for step, complete in ((5, True), (10, True), (15, False)):
+    cases = {5: "complete", 10: "complete", 15: "no state", 20: "torn state", 25: "no weights", 30: "other step"}
+    for step, case in cases.items():
         d = rd.checkpoints_dir / f"checkpoint-{step}"
         d.mkdir(parents=True)
-        if complete:
-            (d / "trainer_state.json").write_text("{}")
+        if case != "no weights":
+            (d / "adapter_model.safetensors").write_bytes(b"weights")
+        state = json.dumps({"global_step": 7 if case == "other step" else step})
+        if case == "torn state":
+            state = state[:9]
+        if case != "no state":
+            (d / "trainer_state.json").write_text(state)
     assert rd.last_checkpoint().name == "checkpoint-10"
 
 
-def test_unreadable_run_directories_are_skipped(tmp_path: Path) -> None:
+def test_the_final_adapter_is_complete_or_absent(tmp_path: Path) -> None:
+    """A kill during the final adapter save left old config beside partial weights, and evaluation took it."""
+    rd = RunStore(tmp_path).create({}, "adapter")
+
+    class Saves:
+        def __init__(self, text: str, fail: bool = False, name: str = "adapter_model.safetensors") -> None:
+            self.text, self.fail, self.name = text, fail, name
+
+        def save_pretrained(self, path) -> None:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            (Path(path) / self.name).write_text(self.text[:3] if self.fail else self.text)
+            if self.fail:
+                raise OSError(28, "No space left on device")
+
+    rd.save_adapter(Saves("first"), Saves("tok", name="tokenizer.json"))
+    with pytest.raises(OSError):
+        rd.save_adapter(Saves("second", fail=True), Saves("tok", name="tokenizer.json"))
+    assert (rd.adapter_dir / "adapter_model.safetensors").read_text() == "first"  # the previous one, whole
+    rd.save_adapter(Saves("third"), Saves("tok", name="tokenizer.json"))
+    assert (rd.adapter_dir / "adapter_model.safetensors").read_text() == "third"
+    assert sorted(p.name for p in rd.path.iterdir()) == ["adapter", "run.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", "null", '"x"', "7", "\xff\xfe", '{"id": "../../etc"}',
+                                  '{"status": [], "tags": 5, "sweep": "x", "created_at": null, "pid": true}'])
+def test_one_odd_record_never_hides_the_others(tmp_path: Path, text: str) -> None:
+    """A run.json holding [], null, garbage or fields of the wrong kind made every listing and lookup fail: it
+    lists as corrupt (or with its wrong fields at their defaults), with the reason, and can be removed."""
     store = RunStore(tmp_path)
     good = store.create({}, "good")
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "run.json").write_text("{not json")
-    assert [r.id for r in store.list()] == [good.record.id]
+    odd = tmp_path / "20260101-000000-odd-0000"
+    odd.mkdir()
+    (odd / "run.json").write_bytes(text.encode("latin-1"))
+    listed = {r.id: r for r in store.list()}
+    assert set(listed) == {good.record.id, odd.name}  # the good one is always there; the odd one by its folder
+    assert listed[good.record.id].status != "corrupt"
+    if listed[odd.name].status == "corrupt":
+        assert "run.json" in listed[odd.name].error and f"%ft_rm {odd.name}" in listed[odd.name].error
+        with pytest.raises(ValueError):
+            store.open(odd.name)
+    else:  # readable: its id is its folder's name whatever it says, wrong kinds fall back to defaults
+        rd = store.open(odd.name)
+        assert rd.id == odd.name and rd.record.tags == [] and rd.record.sweep is None
+    assert store.find("good").id == good.record.id and store.latest() is not None
+    store.delete(odd.name)
+    assert not odd.exists() and good.path.is_dir()
+
+
+def test_the_directory_name_is_the_id_so_a_copy_is_its_own_run(tmp_path: Path) -> None:
+    """``cp -r A A-copy`` then deleting A-copy deleted A: the store trusted the id inside run.json."""
+    import shutil
+
+    store = RunStore(tmp_path)
+    a = store.create({}, "a")
+    shutil.copytree(a.path, tmp_path / "A-copy")
+    assert store.open("A-copy").id == "A-copy" and store.open("A-copy").path.name == "A-copy"
+    store.delete("A-copy")
+    assert a.path.is_dir() and not (tmp_path / "A-copy").exists()
+    assert [r.id for r in store.list()] == [a.id]
+
+
+def test_a_run_id_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    rd = store.create({}, "n")
+    with pytest.raises(KeyError, match="invalid run id"):
+        store.path_of(rd.id + "\n")
+
+
+def test_non_finite_numbers_are_written_as_strict_json(tmp_path: Path) -> None:
+    """A NaN grad_norm or an overflowed fp16 loss was written as bare NaN: the browser's JSON.parse throws and
+    the lab's sidebar showed no runs. Non-finite numbers become null, and the record says which they were."""
+    strict = {"parse_constant": lambda c: pytest.fail(f"non-strict JSON constant {c}")}
+    append_jsonl(tmp_path / "m.jsonl", {"step": 1, "loss": float("nan"), "grad_norm": float("inf")})
+    line = json.loads((tmp_path / "m.jsonl").read_text(), **strict)
+    assert line == {"step": 1, "loss": None, "grad_norm": None, "nonfinite": ["grad_norm", "loss"]}
+    rd = RunStore(tmp_path / "runs").create({}, "nan")
+    rd.save(summary={"final_train_loss": float("-inf"), "probes": {"kl": float("nan")}, "global_step": 3})
+    saved = json.loads(rd.run_json.read_text(), **strict)
+    assert saved["summary"]["final_train_loss"] is None and saved["summary"]["global_step"] == 3
+    assert saved["nonfinite"] == ["summary.final_train_loss", "summary.probes.kl"]
+    assert RunStore(tmp_path / "runs").open(rd.id).record.summary["probes"] == {"kl": None}
+
+
+def test_numpy_scalars_are_written_as_numbers(tmp_path: Path) -> None:
+    import numpy as np
+
+    write_json_atomic(tmp_path / "a.json", {"lr": np.float32(0.5), "n": np.int64(3), "nan": np.float64("nan")})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"lr": 0.5, "n": 3, "nan": None, "nonfinite": ["nan"]}
+
+
+def test_a_torn_line_costs_only_itself(tmp_path: Path) -> None:
+    """A writer killed mid-line, then an append after a resume: the next record shared the torn line and was
+    lost with it."""
+    path = tmp_path / "metrics.jsonl"
+    append_jsonl(path, {"step": 1})
+    with open(path, "a") as fh:
+        fh.write('{"step": 2, "lo')  # killed here
+    append_jsonl(path, {"step": 3})
+    append_jsonl(path, {"step": 4})
+    assert [r["step"] for r in read_jsonl(path)] == [1, 3, 4]
+
+
+def test_read_jsonl_skips_lines_that_are_not_objects(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('[1, 2]\n5\nnull\n"x"\n{"step": "late"}\n{"step": 2}\n{"no_step": 1}\n')
+    assert read_jsonl(path, since_step=1) == [{"step": 2}]
+    assert len(read_jsonl(path)) == 3
+
+
+def test_every_file_of_a_run_gets_the_same_mode(tmp_path: Path) -> None:
+    rd = RunStore(tmp_path).create({}, "modes")
+    rd.append_metrics({"step": 1})
+    rd.write_progress({"step": 1})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in rd.path.iterdir()}
+    assert len(set(modes.values())) == 1, modes
+
+
+def test_a_zombie_kernel_reads_as_interrupted(tmp_path: Path) -> None:
+    """kill -9 of a kernel leaves a zombie until its parent reaps it, and signal 0 still reaches a zombie: the
+    run read ``running`` in a new kernel."""
+    import time
+
+    store = RunStore(tmp_path)
+    rd = store.create({}, "zombie")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for: a zombie once it exits
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+            time.sleep(0.05)
+        os.kill(proc.pid, 0)  # still "alive" to signal 0
+        rd.save(status="running", pid=proc.pid)
+        assert store.load(rd.id).status == "interrupted"
+    finally:
+        proc.wait()

@@ -269,3 +269,34 @@ def test_a_finished_run_gives_its_heap_back_to_the_system(tiny_model_dir: Path, 
     assert calls == ["trim"]  # once, after the model and the trainer were dropped
     if sys.platform.startswith("linux"):
         assert real() is True  # glibc's malloc_trim is there and runs
+
+
+def test_a_full_disk_does_not_lose_a_failed_runs_error(tiny_model_dir: Path, root: Path, monkeypatch) -> None:
+    """Writing the ``failed`` status raised too, so run.json kept ``running`` and the message was lost: the run
+    (and the dashboard, through its events) still says failed and why, and the training thread lives on."""
+    import errno
+
+    from jupyter_ft.engine import recipe
+    from jupyter_ft.store import RunDir
+
+    def broken_train(run) -> None:
+        raise RuntimeError("the data loader broke mid-epoch")
+
+    real_save = RunDir.save
+
+    def full_disk(self, **changes):
+        if changes.get("status") == "failed":
+            for key, value in changes.items():
+                setattr(self.record, key, value)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, **changes)
+
+    monkeypatch.setattr(recipe, "train", broken_train)
+    monkeypatch.setattr(RunDir, "save", full_disk)
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=2))
+    assert run.wait(60) == "failed"
+    assert "the data loader broke mid-epoch" in run.error
+    assert any("No space left on device" in w for w in run.run_dir.record.warnings)
+    monkeypatch.undo()
+    again = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=1))
+    assert again.wait(120) == "finished"  # the training thread outlived it

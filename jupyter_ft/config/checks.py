@@ -5,11 +5,14 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import fields
-from typing import Any
+from typing import Any, Mapping
 
-from ..errors import Problem
+from ..errors import Problem, short_repr
 
-__all__ = ["field_names", "unknown_key", "choice_problem", "check_bool", "check_str", "check_int", "check_number"]
+__all__ = ["field_names", "unknown_key", "choice_problem", "check_bool", "check_str", "check_int", "check_number",
+           "check_seed", "nesting_problem", "SEED_MAX"]
+
+SEED_MAX = 2**32 - 1  # numpy.random.seed and transformers.set_seed take 0 <= seed < 2**32
 
 
 def field_names(section_cls: type) -> list[str]:
@@ -23,8 +26,9 @@ def unknown_key(path: str, key: str, known: Any) -> Problem:
 
 
 def choice_problem(path: str, value: Any, choices: tuple[str, ...]) -> Problem:
-    match = [c for c in choices if str(value) and c.startswith(str(value))][:1]
-    match = match or difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    text = value if isinstance(value, str) else short_repr(value)  # str() of an alias bomb would be megabytes
+    match = [c for c in choices if text and c.startswith(text)][:1]
+    match = match or difflib.get_close_matches(text, choices, n=1, cutoff=0.6)
     hint = f"Did you mean '{match[0]}'?" if match else f"Choose one of: {', '.join(choices)}"
     return Problem(path, "is not a valid choice", value, hint)
 
@@ -49,6 +53,15 @@ def check_int(p: list[Problem], path: str, value: Any, lo: int | None = None, hi
         p.append(Problem(path, f"must be <= {hi}", value, hint))
 
 
+def check_seed(p: list[Problem], path: str, value: Any) -> None:
+    """A whole number that numpy, torch and ``transformers.set_seed`` accept: 0 <= seed < 2**32."""
+    before = len(p)
+    check_int(p, path, value, lo=0)
+    if len(p) == before and value > SEED_MAX:
+        p.append(Problem(path, f"must be <= {SEED_MAX}", value,
+                         "numpy and torch take seeds below 2**32; use a smaller seed such as 42"))
+
+
 def check_number(p: list[Problem], path: str, value: Any, lo: float | None = None, hi: float | None = None,
                   strict_lo: bool = False, hint: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -58,3 +71,19 @@ def check_number(p: list[Problem], path: str, value: Any, lo: float | None = Non
     elif hi is not None and value > hi:
         p.append(Problem(path, f"must be <= {hi:g}", value, hint))
 
+
+def nesting_problem(value: Any, limit: int) -> Problem | None:
+    """A problem when mappings inside ``value`` nest more than ``limit`` deep (the top mapping is level 1), found
+    without recursion, so a 500-deep or self-containing dict from Python is a ConfigError, not a RecursionError.
+    The path names the section and field it starts under."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > limit:
+            return Problem(path or "config", f"nests deeper than {limit} levels of mappings",
+                           hint="A config is 'section: field: value'; look for a mapping that contains itself")
+        for key, child in node.items():
+            if isinstance(child, Mapping):
+                where = f"{path}.{key}" if path else str(key)
+                stack.append((child, depth + 1, where if depth <= 2 else path))  # section.field, no deeper
+    return None

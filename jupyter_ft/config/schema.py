@@ -15,10 +15,10 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import ConfigError, Problem
-from .checks import field_names, unknown_key
+from .checks import field_names, nesting_problem, unknown_key
 from .choices import BUILTIN_MODEL, DEFAULT_ROOT, OPTIMIZERS
 from .validation import config_problems
-from .yaml_io import Dumper, Loader
+from .yaml_io import MAX_DEPTH, Dumper, Loader, YAMLValueError, plain_scalar
 
 __all__ = ["ModelConfig", "DataConfig", "LoraSettings", "QuantizationConfig", "TrainingConfig", "OutputConfig",
            "ProbesConfig", "SECTIONS", "FineTuneConfig", "deep_copy", "set_dotted", "flatten"]
@@ -230,10 +230,12 @@ class FineTuneConfig:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
             problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(
-                [Problem("yaml", f"invalid YAML at {where}: {problem}", hint="Check indentation and 'key: value' pairs")],
-                source="YAML",
-            ) from None
+            if isinstance(exc, YAMLValueError):  # parses, but too deep, an alias bomb, an unreadable scalar
+                found = Problem("yaml", f"{problem} at {where}", hint=exc.hint)
+            else:
+                found = Problem("yaml", f"invalid YAML at {where}: {problem}",
+                                hint="Check indentation and 'key: value' pairs")
+            raise ConfigError([found], source="YAML") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -248,9 +250,14 @@ class FineTuneConfig:
     def from_dict(cls, data: Mapping[str, Any] | None = None, **overrides: Any) -> "FineTuneConfig":
         """Build from nested sections; ``overrides`` use dotted or double-underscore keys
         (``training.learning_rate=1e-4`` via ``**{"training.learning_rate": 1e-4}`` or ``training__learning_rate``)."""
-        merged: dict[str, Any] = deep_copy(dict(data or {}))
-        for key, value in overrides.items():
-            set_dotted(merged, key.replace("__", "."), value)
+        too_deep = nesting_problem(dict(data or {}), MAX_DEPTH)  # before deep_copy recurses into it
+        if too_deep is None:
+            merged: dict[str, Any] = deep_copy(dict(data or {}))
+            for key, value in overrides.items():
+                set_dotted(merged, key.replace("__", "."), value)
+            too_deep = nesting_problem(merged, MAX_DEPTH)  # an override may nest too
+        if too_deep is not None:
+            raise ConfigError([too_deep])
         problems: list[Problem] = []
         sections: dict[str, Any] = {}
         for key in merged:
@@ -271,7 +278,7 @@ class FineTuneConfig:
             kwargs = {}
             for k, v in raw.items():
                 if k in known:
-                    kwargs[k] = v
+                    kwargs[k] = plain_scalar(v)  # np.float64(3e-4) -> 3e-4: validated, written as YAML
                 else:
                     problems.append(unknown_key(f"{name}.{k}", str(k), known))
             sections[name] = section_cls(**kwargs)
@@ -280,6 +287,18 @@ class FineTuneConfig:
         if problems:
             raise ConfigError(problems)
         return config
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any], *, trust_remote_code: bool = False) -> "FineTuneConfig":
+        """The config of a run read back from its ``run.json``, with every code-running option set by the caller,
+        never by the file: a run directory may come from someone else, and opening it must not run a model
+        repository's code that nobody allowed in this kernel."""
+        record = deep_copy(dict(data or {}))
+        model = record.get("model")
+        if isinstance(model, str):
+            model = {"name": model}
+        record["model"] = {**(model if isinstance(model, Mapping) else {}), "trust_remote_code": trust_remote_code}
+        return cls.from_dict(record)
 
     # ----------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:

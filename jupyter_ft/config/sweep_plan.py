@@ -20,10 +20,7 @@ A grid may also list its parameters under ``params:``, and a nested mapping (``t
 [...]}``) reads as the dotted key. Random floats are rounded to 3 significant digits, so run tables stay
 readable. ``output.*`` cannot be swept: the runs of a sweep share one run root and are named by the sweep.
 
-Each run is a normal :class:`~jupyter_ft.training.Run` with its own directory; ``run.json`` carries
-``sweep: {id, index, total, method, params}`` so ``%ft_compare --sweep ID`` and ``%ft_runs --sweep ID``
-find them after a kernel restart. The runs queue on the process's one training thread, so they train one
-after another, in order.
+This module only parses and expands (no torch, nothing trains); ``jupyter_ft.sweep`` runs the plan.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping
 
 from ..errors import Problem
-from .checks import check_bool, check_int, check_number, check_str, choice_problem, unknown_key
+from .checks import check_bool, check_int, check_number, check_seed, check_str, choice_problem, unknown_key
 from .trackers import report_to_problems
 from .choices import BUILTIN_MODEL, DATA_FORMATS, OPTIMIZERS, QUANT_METHODS, SCHEDULERS, COLUMN_ROLES
 
@@ -78,7 +78,7 @@ def config_problems(config: "FineTuneConfig") -> list[Problem]:
         p.append(choice_problem("training.scheduler", t.scheduler, SCHEDULERS))
     check_number(p, "training.weight_decay", t.weight_decay, lo=0.0, hi=1.0)
     check_number(p, "training.max_grad_norm", t.max_grad_norm, lo=0.0)
-    check_int(p, "training.seed", t.seed, lo=0)
+    check_seed(p, "training.seed", t.seed)  # also the train/eval split's seed
     for name in ("eval_every", "save_every", "logging_every"):
         check_int(p, f"training.{name}", getattr(t, name), lo=1, hint="A number of optimizer steps")
     if t.gradient_checkpointing != "auto":

@@ -42,19 +42,28 @@ def finetune(config: FineTuneConfig | str | Mapping[str, Any] | None = None, *, 
     return run
 
 
-def resume(run_id: str, *, root: str | os.PathLike[str] = DEFAULT_ROOT, wait: bool = False) -> Run:
-    """Continue an interrupted or stopped run from its last checkpoint, in its own directory."""
+def resume(run_id: str, *, root: str | os.PathLike[str] = DEFAULT_ROOT, wait: bool = False,
+           trust_remote_code: bool = False) -> Run:
+    """Continue an interrupted or stopped run from its last checkpoint, in its own directory.
+
+    A run directory may come from someone else: its ``model.trust_remote_code`` is never taken from disk. Pass
+    ``trust_remote_code=True`` to allow the model repository's own code for this resume."""
     store = RunStore(root)
     rd = store.find(run_id)
     if rd.record.id in registry.live_run_ids():
         raise RunStateError(f"run {run_id} is already training in this kernel")
+    if rd.record.status in ACTIVE:  # the store found its process alive: a second writer would corrupt it
+        where = f"process {rd.record.pid} on {rd.record.hostname or 'this host'}"
+        raise RunStateError(f"run {rd.id} is {rd.record.status} in {where}; stop it there (%ft_stop, or the lab's "
+                            "Stop) and resume it when it has stopped.")
     checkpoint = rd.last_checkpoint()
     if checkpoint is None:
         raise RunStateError(f"run {run_id} has no checkpoint to resume from (it saves every "
                             f"training.save_every steps); start a new run instead.")
-    config = FineTuneConfig.from_dict(rd.record.config)
-    rd.save(status=rd.record.status if rd.record.status not in ACTIVE else "interrupted")
+    config = FineTuneConfig.from_record(rd.record.config, trust_remote_code=trust_remote_code)
     rd.clear_stop_request()  # an old request from the lab must not stop it again
+    # the steps logged after the checkpoint are trained again: their old lines go, so each step appears once
+    rd.supersede_after(int(checkpoint.name.rsplit("-", 1)[-1]))
     run = Run(config, rd, resume_from=str(checkpoint))
     run.history = rd.metrics()
     run.start()

@@ -69,8 +69,7 @@ def train(run: "Run") -> None:
             evaluated = [h for h in state.log_history if "eval_loss" in h]
             if not evaluated or evaluated[-1].get("step") != state.global_step:
                 trainer.evaluate()
-        model.save_pretrained(rd.adapter_dir)
-        tokenizer.save_pretrained(rd.adapter_dir)
+        rd.save_adapter(model, tokenizer)
         rd.save(summary=summarize(run, state))
 
 

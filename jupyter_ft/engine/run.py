@@ -147,8 +147,17 @@ class Run:
                 log.exception("jupyter-ft: event handler %r failed", handler)
 
     def set_status(self, status: str, **fields: Any) -> None:
+        """Record the status in run.json and tell the views. A full disk must not lose the news: the record
+        in memory (and so the dashboard) still gets the status and its error, with a warning that run.json
+        could not be written."""
         previous = self.run_dir.record.status
-        self.run_dir.save(status=status, **fields)
+        try:
+            self.run_dir.save(status=status, **fields)
+        except OSError as exc:
+            message = f"Could not write {self.run_dir.run_json} ({exc}); the run's status there may be stale."
+            log.warning("jupyter-ft: %s", message)
+            self.run_dir.record.warnings.append(message)
+            self.emit("warning", message=message)
         if status != previous:
             self.emit("status", status=status, previous=previous, error=self.run_dir.record.error)
 

@@ -57,7 +57,8 @@ def score(metrics: list[Metric], base: list[str], tuned: list[str], refs: list[s
 def evaluate_run(run: Any, *, root: str | os.PathLike[str] = DEFAULT_ROOT, data: Any = None, prompts: Any = None,
                  n: int | None = None, metrics: Any = None, max_new_tokens: int = 32, batch_size: int = 8,
                  temperature: float = 0.0, seed: int = 0, model: Any = None, tokenizer: Any = None,
-                 namespace: Mapping[str, Any] | None = None, write: bool = True) -> EvalResult:
+                 namespace: Mapping[str, Any] | None = None, write: bool = True,
+                 trust_remote_code: bool = False) -> EvalResult:
     """Base (adapter switched off) vs tuned answers of a run, scored; results in ``samples.jsonl``/``eval.json``.
 
     ``run``: a run id or name under ``root``, a ``Run`` or a ``RunDir`` - any finished or stopped run, also
@@ -67,7 +68,8 @@ def evaluate_run(run: Any, *, root: str | os.PathLike[str] = DEFAULT_ROOT, data:
     ``prompts`` (strings, no references: answers only). ``n`` keeps the first n examples. ``metrics``: see
     :func:`~jupyter_ft.eval.metrics.resolve_metrics`; perplexity is computed on the tokenized eval split (or
     on ``data``) for both models. Decoding is identical for both sides: greedy, or sampling with
-    ``temperature`` and ``seed``.
+    ``temperature`` and ``seed``. The model repository's own code runs only with ``trust_remote_code=True``,
+    never because the run's record says so (a run directory may come from someone else).
     Bad inputs raise :class:`EvalError` (``RunNotFound`` for an unknown run) before any model is loaded.
     """
     if data is not None and prompts is not None:
@@ -97,7 +99,7 @@ def evaluate_run(run: Any, *, root: str | os.PathLike[str] = DEFAULT_ROOT, data:
     if model is None:
         with out_of_memory_advice(f"loading the model of run {rd.record.id}",
                                   "Free memory first: stop or wait for a training run, or restart the kernel"):
-            model, tokenizer, _ = run_model(rd)
+            model, tokenizer, _ = run_model(rd, trust_remote_code=trust_remote_code)
     elif tokenizer is None:
         raise EvalError("give the tokenizer with the model")
 

@@ -42,13 +42,14 @@ def open_run(run: Any, root: str | os.PathLike[str] = DEFAULT_ROOT) -> RunDir:
     return rd
 
 
-def load_run_model(run_dir: RunDir) -> tuple[Any, Any, FineTuneConfig]:
-    """The run's base model, quantized as it was trained, with its saved adapter attached."""
+def load_run_model(run_dir: RunDir, *, trust_remote_code: bool = False) -> tuple[Any, Any, FineTuneConfig]:
+    """The run's base model, quantized as it was trained, with its saved adapter attached. The model's own code
+    runs only with ``trust_remote_code=True`` from the caller, never because the run's record says so."""
     from peft import PeftModel
 
     from .. import models
 
-    config = FineTuneConfig.from_dict(run_dir.record.config)
+    config = FineTuneConfig.from_record(run_dir.record.config, trust_remote_code=trust_remote_code)
     if not (run_dir.adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"run {run_dir.record.id} has no saved adapter in {run_dir.adapter_dir} "
                                 f"(status: {run_dir.record.status}).")
@@ -69,10 +70,11 @@ def _adapter_key(rd: RunDir) -> str:
     return f"{Path(rd.path).resolve()}:{stamp}"
 
 
-def run_model(run_dir: RunDir) -> tuple[Any, Any, FineTuneConfig]:
+def run_model(run_dir: RunDir, *, trust_remote_code: bool = False) -> tuple[Any, Any, FineTuneConfig]:
     """:func:`load_run_model` behind the process's one-model slot: evaluating or chatting with the same run
     again reuses the loaded model; another run replaces it (the old one is freed first)."""
-    return model_slot.get(_adapter_key(run_dir), lambda: load_run_model(run_dir))
+    key = f"{_adapter_key(run_dir)}:{trust_remote_code}"
+    return model_slot.get(key, lambda: load_run_model(run_dir, trust_remote_code=trust_remote_code))
 
 
 def release_model() -> bool:

@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 
 from ..config import ConfigError, FineTuneConfig, Loader, Problem
 from ..config.sweep_plan import SweepPlan, plan_sweep
+from ..config.yaml_io import YAMLValueError, plain_scalar
 
 __all__ = [
     "expand_variables",
@@ -46,9 +47,14 @@ def expand_variables(text: str, namespace: dict[str, Any]) -> tuple[str, dict[st
             if m.group(1):
                 raise UsageError(f"${name}: no variable named '{name}' in the notebook")
             return m.group(0)
-        value = namespace[name]
+        value = plain_scalar(namespace[name])  # np.float64(3e-4) -> 3e-4: YAML cannot write numpy types
         if isinstance(value, _SCALARS):
-            dumped = yaml.safe_dump(value, default_flow_style=True).strip()
+            try:
+                dumped = yaml.safe_dump(value, default_flow_style=True).strip()
+            except yaml.YAMLError:  # a subclass YAML cannot write (an IntEnum, a library's own float type)
+                base = next(t.__name__ for t in _SCALARS if isinstance(value, t))
+                raise UsageError(f"{m.group(0)}: a value of type {type(value).__name__} cannot be written into "
+                                 f"the YAML; convert it first, e.g. {base}({name})") from None
             return dumped[: -len("...")].strip() if dumped.endswith("...") else dumped
         key = _PLACEHOLDER.format(len(objects))
         objects[key] = value
@@ -70,7 +76,7 @@ def _restore(data: Any, objects: dict[str, Any]) -> Any:
 def locate(text: str, path: str) -> int | None:
     """1-based line of the deepest key of ``path`` present in the YAML ``text`` (for error messages)."""
     try:
-        node = yaml.compose(text)
+        node = yaml.compose(text, Loader=Loader)  # the same limits as parsing: never a RecursionError
     except yaml.YAMLError:
         return None
     line = None
@@ -115,6 +121,9 @@ def parse_body(body: str, namespace: dict[str, Any], name: str | None = None) ->
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        if isinstance(exc, YAMLValueError):  # parses, but too deep, an alias bomb, an unreadable scalar
+            raise UsageError(f"unusable YAML in the %%finetune cell at {where}: {exc.problem}. {exc.hint}; "
+                             "nothing was launched.") from None
         raise UsageError(f"invalid YAML in the %%finetune cell at {where}: "
                          f"{getattr(exc, 'problem', exc)}; nothing was launched.") from None
     if not isinstance(data, dict):

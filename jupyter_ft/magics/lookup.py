@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import DEFAULT_ROOT
-from ..errors import RunNotFound
+from ..errors import RunNotFound, RunStoreError
 from ..store import RunDir, RunRecord, RunStore
 
 __all__ = ["KernelRuns", "find_id", "find_one", "open_in", "unquote"]
@@ -83,6 +83,8 @@ def find_one(store: RunStore, ref: str | None) -> RunRecord:
     ref = unquote(ref) or ""
     try:
         return store.open(ref).record
+    except RunStoreError:  # a corrupt record: its listing entry, so that %ft_rm can remove it
+        return next(r for r in store.list() if r.id == ref)
     except RunNotFound:
         named = [r for r in store.list() if r.name == ref]
         if len(named) != 1:

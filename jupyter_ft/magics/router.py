@@ -168,6 +168,8 @@ class FineTuneMagics(Magics):
     @argument("run", nargs="?", default=None, help="run id or name (default: the last run); past runs too")
     @argument("--wait", "-w", action="store_true", help="block until the run ends")
     @argument("--out", "-o", default=None, help="bind the resumed Run object to this variable")
+    @argument("--trust-remote-code", action="store_true",
+              help="allow the model repository's own code (never taken from the run's record)")
     @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
     @line_magic
     def ft_resume(self, line: str) -> Any:
@@ -179,7 +181,8 @@ class FineTuneMagics(Magics):
         learning-rate schedule, and the dashboard shows the whole curve.
         """
         args = parse_argstring(self.ft_resume, line)
-        return resume_run(self.kernel, self.user_ns, args.run, root=args.root, wait=args.wait, out=args.out)
+        return resume_run(self.kernel, self.user_ns, args.run, root=args.root, wait=args.wait, out=args.out,
+                          trust_remote_code=args.trust_remote_code)
 
     @magic_arguments()
     @argument("run", nargs="?", default=None, help="run id or name (default: the last run)")
@@ -295,6 +298,8 @@ class FineTuneMagics(Magics):
     @argument("--batch-size", type=int, default=8, help="generation batch size")
     @argument("--interactive", "-i", action="store_true", help="also open the chat panel (base vs tuned)")
     @argument("--out", "-o", default=None, help="bind the EvalResult to this variable")
+    @argument("--trust-remote-code", action="store_true",
+              help="allow the model repository's own code (never taken from the run's record)")
     @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
     @line_magic
     def ft_eval(self, line: str) -> Any:
@@ -315,7 +320,8 @@ class FineTuneMagics(Magics):
         run = eval_run(self.kernel, args.run, args.root)
         result = evaluate(self.kernel, self.user_ns, run, data=args.data, prompts=args.prompts,
                           root=args.root, n=args.n, metrics=args.metrics, max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
+                          temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
+                          trust_remote_code=args.trust_remote_code)
         print(result.summary())
         print(result.table())
         print(f"samples.jsonl and eval.json written to {result.info.get('path')}")
@@ -323,7 +329,7 @@ class FineTuneMagics(Magics):
         self.bind(args.out, result)
         if args.interactive:
             chat(run, args.root, max_new_tokens=max(args.max_new_tokens, 64), temperature=args.temperature,
-                 seed=args.seed, system=None, prompt=None)
+                 seed=args.seed, system=None, prompt=None, trust_remote_code=args.trust_remote_code)
         return None
 
     @magic_arguments()
@@ -333,6 +339,8 @@ class FineTuneMagics(Magics):
     @argument("--max-new-tokens", type=int, default=128, help="answer length limit (default 128)")
     @argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples, seeded")
     @argument("--seed", type=int, default=0, help="sampling seed, the same for base and tuned")
+    @argument("--trust-remote-code", action="store_true",
+              help="allow the model repository's own code (never taken from the run's record)")
     @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
     @line_magic
     def ft_chat(self, line: str) -> Any:
@@ -345,7 +353,7 @@ class FineTuneMagics(Magics):
         run = eval_run(self.kernel, args.run, args.root)
         prompt = args.prompt.strip("'\"") if args.prompt is not None else None
         chat(run, args.root, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-             system=args.system, prompt=prompt)
+             system=args.system, prompt=prompt, trust_remote_code=args.trust_remote_code)
         return None
 
     @magic_arguments()
@@ -354,13 +362,16 @@ class FineTuneMagics(Magics):
     @argument("--merge", action="store_true",
               help="save the base with the adapter merged in (dequantized), loadable without peft")
     @argument("--force", action="store_true", help="replace a non-empty --out directory")
+    @argument("--trust-remote-code", action="store_true",
+              help="allow the model repository's own code (never taken from the run's record)")
     @argument("--root", default=None, help="run root directory (default: the last run's, else ./ft_runs)")
     @line_magic
     def ft_export(self, line: str) -> Any:
         """Save a run's adapter, or the merged model with --merge, with a model card (config + eval table)."""
         args = parse_argstring(self.ft_export, line)
         run = eval_run(self.kernel, args.run, args.root)
-        print(export(run, args.out, merge=args.merge, root=args.root, force=args.force))
+        print(export(run, args.out, merge=args.merge, root=args.root, force=args.force,
+                     trust_remote_code=args.trust_remote_code))
         return None
 
     @line_cell_magic

@@ -17,7 +17,15 @@ Run summaries and records also carry ``progress`` (progress.json: step, max_step
 (the probes' worst overfitting and forgetting verdicts so far) and ``best_eval_loss`` (so far).
 
 An invalid run id is a 400, an unknown one a 404; both answer JSON ``{"message": ...}``. Ids go
-through :meth:`RunStore.path_of`, so no request reads outside the run root.
+through :meth:`RunStore.path_of`, so no request reads outside the run root. A run directory that is a link
+(even to another run of the root) is no run (404, not listed), and a run's file that is a link, a FIFO or a
+directory reads as absent. A run.json that cannot be read lists (and answers) as status ``corrupt`` with
+the reason in ``error``; one such record never fails the listing nor hides the other runs.
+
+Replies are strict JSON: a NaN or an infinity in a record or a metrics line is sent as ``null`` (the
+browser's ``JSON.parse`` rejects them). Besides the token or cookie, every route asks the server's
+``Authorizer`` (resource ``jupyter_ft``): the reads for ``read``, Stop for ``write``; a refusal is a 403.
+Under cookie auth Stop also needs the XSRF token (jupyter_server's check; the lab's ServerConnection sends it).
 
 The run root is ``JupyterFT.run_root`` (default ``ft_runs``); a relative root is resolved against the
 server's ``root_dir``, which is the kernel's working directory for a notebook at the top of the

@@ -7,10 +7,10 @@ this process from ``runtime.registry``, never from the engine.
 
 from __future__ import annotations
 
-from .files import append_jsonl, now, read_json, read_jsonl, write_json_atomic
-from .record import ACTIVE, RUN_ID, STATUSES, TERMINAL, RunRecord
+from .files import append_jsonl, dumps, now, read_json, read_jsonl, strict, write_json_atomic
+from .record import ACTIVE, CORRUPT, RUN_ID, STATUSES, TERMINAL, RunRecord
 from .run_dir import PROGRESS_FILE, STOP_REQUEST_FILE, RunDir, RunRef
 from .run_store import RunStore
 
-__all__ = ["ACTIVE", "PROGRESS_FILE", "RUN_ID", "STATUSES", "STOP_REQUEST_FILE", "TERMINAL", "RunDir", "RunRecord", "RunRef",
-           "RunStore", "append_jsonl", "now", "read_json", "read_jsonl", "write_json_atomic"]
+__all__ = ["ACTIVE", "CORRUPT", "PROGRESS_FILE", "RUN_ID", "STATUSES", "STOP_REQUEST_FILE", "TERMINAL", "RunDir", "RunRecord", "RunRef",
+           "RunStore", "append_jsonl", "dumps", "now", "strict", "read_json", "read_jsonl", "write_json_atomic"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Protocol, runtime_checkable
 
 from ..errors import RunStoreError
-from .files import append_jsonl, now, read_json, read_jsonl, write_json_atomic
+from .files import append_jsonl, dumps, now, read_json, read_jsonl, write_json_atomic
 from .record import ACTIVE, RunRecord
 
 __all__ = ["RunDir", "RunRef", "PROGRESS_FILE", "STOP_REQUEST_FILE"]
@@ -140,6 +141,25 @@ class RunDir:
 
     log_metrics = append_metrics
 
+    def supersede_after(self, step: int) -> int:
+        """Drop the metrics and probe lines logged after ``step`` (the checkpoint a resume starts from): the
+        resumed run logs those steps again, and every step must be recorded, and drawn, once. Each file is
+        replaced whole; returns how many lines were dropped."""
+        dropped = 0
+        for path in (self.metrics_path, self.probes_path):
+            if not path.is_file():
+                continue
+            keep = [rec for rec in read_jsonl(path) if not (isinstance(rec.get("step"), (int, float))
+                                                            and rec["step"] > step)]
+            lines = path.read_text(encoding="utf-8", errors="replace").count("\n")
+            if len(keep) == lines:
+                continue
+            dropped += lines - len(keep)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(dumps(rec) + "\n" for rec in keep), encoding="utf-8")
+            os.replace(tmp, path)
+        return dropped
+
     def append_probe(self, entry: dict[str, Any]) -> None:
         """One probe measurement as a line of ``probes.jsonl``."""
         append_jsonl(self.probes_path, entry)
@@ -193,12 +213,38 @@ class RunDir:
             raw_eval.save_to_disk(str(self.dataset_dir / "eval_raw"))
 
     def last_checkpoint(self) -> Path | None:
-        """The newest complete Trainer checkpoint (one with trainer_state.json), for resume."""
+        """The newest complete Trainer checkpoint, for resume; an incomplete one (a kill mid-save) is passed
+        over for the one before. The Trainer writes ``trainer_state.json`` after the weights and the optimizer
+        state, so a checkpoint is complete when that file parses and names its step, and its weights are there."""
         if not self.checkpoints_dir.is_dir():
             return None
         cands = []
         for p in self.checkpoints_dir.glob("checkpoint-*"):
             m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-            if m and (p / "trainer_state.json").is_file():
+            if m and p.is_dir() and not p.is_symlink() and _complete_checkpoint(p, int(m.group(1))):
                 cands.append((int(m.group(1)), p))
         return max(cands)[1] if cands else None
+
+    def save_adapter(self, model: Any, tokenizer: Any) -> None:
+        """The final adapter, complete or absent: written beside ``adapter/`` and renamed into place, so a kill
+        mid-save leaves the previous adapter (or none), never old config beside partial weights."""
+        tmp = self.path / ".adapter.tmp"
+        old = self.path / ".adapter.old"
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if self.adapter_dir.exists():
+            os.replace(self.adapter_dir, old)
+        os.replace(tmp, self.adapter_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _complete_checkpoint(path: Path, step: int) -> bool:
+    state = read_json(path / "trainer_state.json")
+    if not isinstance(state, dict) or state.get("global_step") != step:
+        return False
+    weights = [path / name for name in ("adapter_model.safetensors", "model.safetensors", "adapter_model.bin",
+                                        "pytorch_model.bin")]
+    return any(w.is_file() and w.stat().st_size > 0 for w in weights) or any(path.glob("model-*.safetensors"))

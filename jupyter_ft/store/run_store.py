@@ -15,22 +15,30 @@ from typing import Any, Iterator
 from ..config.choices import DEFAULT_ROOT
 from ..errors import RunNotFound, RunStateError, RunStoreError
 from ..runtime import registry
-from .record import ACTIVE, RUN_ID, RunRecord
+from .record import ACTIVE, CORRUPT, RUN_ID, RunRecord
+from .files import open_regular
 from .run_dir import RunDir
 
 __all__ = ["RunStore"]
 
 
 def _pid_alive(pid: int | None) -> bool:
-    if not pid:
+    """Whether a process with this id runs on this host. A killed kernel stays a zombie until its parent (the
+    Jupyter server) reaps it, and signal 0 still reaches a zombie: on Linux its state in /proc says so."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:  # 0 and negatives name process groups
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rsplit(")", 1)[-1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 class RunStore:
@@ -57,27 +65,42 @@ class RunStore:
 
     def path_of(self, run_id: str) -> Path:
         """The run's directory; ids are validated so no caller can step outside the root."""
-        if not isinstance(run_id, str) or not RUN_ID.match(run_id) or run_id in (".", ".."):
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
             raise RunNotFound(f"invalid run id {run_id!r}")
-        path = (self.root / run_id).resolve()
-        if path.parent != self.root.resolve():
+        try:
+            path = (self.root / run_id).resolve()
+            root = self.root.resolve()
+        except (OSError, RuntimeError):  # a link loop
+            raise RunNotFound(f"no run '{run_id}' under {self.root}") from None
+        if path.parent != root:
             raise RunNotFound(f"invalid run id {run_id!r}")
         return path
 
     def open(self, run_id: str) -> RunDir:
+        """The run's directory and record; ``RunNotFound`` unless ``run_id`` names a real directory of the root
+        (not a link, even to another run) with a run.json, ``RunStoreError`` when that record is unreadable."""
         path = self.path_of(run_id)
-        if not (path / "run.json").is_file():
+        if (self.root / run_id).is_symlink() or not (path / "run.json").is_file():
             known = ", ".join(r.id for r in self.list()[:5]) or "none"
             raise RunNotFound(f"no run '{run_id}' under {self.root} (latest: {known})")
-        with open(path / "run.json", encoding="utf-8") as fh:
-            data = json.load(fh)
+        if (path / "run.json").is_symlink():
+            raise RunStoreError(f"{path / 'run.json'} is a link; a run's record must be a file in its directory")
+        fh = open_regular(path / "run.json")
+        if fh is None:
+            raise RunStoreError(f"{path / 'run.json'} is not a regular file")
+        try:
+            with fh:
+                data = json.loads(fh.read())
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise RunStoreError(f"{path / 'run.json'} is not valid JSON ({type(exc).__name__}: {exc})") from None
         if not isinstance(data, dict):
             raise RunStoreError(f"{path / 'run.json'} is not a run record (a JSON object)")
-        record = RunRecord.from_dict(data)
-        record.id = path.name  # the directory's name is the id: a copied directory is its own run
+        # the directory's name is the id: a copied directory is its own run, and no record can name another
+        record = RunRecord.from_dict(data, run_id=path.name)
         record.path = str(path)
-        self._mark_interrupted(record)
-        return RunDir(path, record)
+        rd = RunDir(path, record)
+        self._mark_interrupted(rd)
+        return rd
 
     def find(self, ref: str) -> RunDir:
         """A run by id, else the newest run of that name; ``RunNotFound`` names the latest runs otherwise."""
@@ -95,34 +118,57 @@ class RunStore:
     def load(self, run_id: str) -> RunRecord:
         return self.open(run_id).record
 
-    def _mark_interrupted(self, record: RunRecord) -> None:
-        """A run still 'running' whose process is gone was cut off (kernel restart, crash, disconnect)."""
-        if record.status not in ACTIVE:
-            return
-        if record.id in registry.live_run_ids():
+    def _mark_interrupted(self, rd: RunDir) -> None:
+        """A run still 'running' whose process is gone was cut off (kernel restart, crash, disconnect): say so
+        in its run.json, so that every reader, in any process, sees the same status."""
+        record = rd.record
+        if record.status not in ACTIVE or record.id in registry.live_run_ids():
             return
         same_host = record.hostname in (None, socket.gethostname())
-        if same_host and record.pid == os.getpid():
-            record.status = "interrupted"  # this process owns it but no thread runs it any more
-        elif same_host and not _pid_alive(record.pid):
-            record.status = "interrupted"
+        # this process owns it but no thread runs it any more, or its process is gone
+        if same_host and (record.pid == os.getpid() or not _pid_alive(record.pid)):
+            try:
+                rd.save(status="interrupted")
+            except OSError:  # a read-only store: the status is still right for this reader
+                record.status = "interrupted"
 
     def __iter__(self) -> Iterator[RunRecord]:
         return iter(self.list())
 
-    def list(self) -> list[RunRecord]:
-        """Every run, newest first; unreadable directories are skipped, never fatal."""
-        if not self.root.is_dir():
+    def entry(self, run_id: str) -> RunDir:
+        """The run as a listing shows it: :meth:`open`'s, or, when its record cannot be read, a ``corrupt`` one
+        with the reason (it can be removed), so one bad record never hides the others. ``RunNotFound`` when
+        ``run_id`` names no run directory."""
+        try:
+            return self.open(run_id)
+        except RunNotFound:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a hand-edited or foreign record makes fail
+            path = self.root / run_id
+            return RunDir(path, RunRecord(id=run_id, name=run_id, status=CORRUPT, created_at="", path=str(path),
+                                          error=f"run.json cannot be read: {type(exc).__name__}: {exc}. "
+                                                f"Remove the run with %ft_rm {run_id}."))
+
+    def dirs(self) -> builtins.list[RunDir]:
+        """Every run directory of the root (links and other entries left out), newest first."""
+        try:
+            names = os.listdir(self.root)
+        except OSError:
             return []
         out = []
-        for p in self.root.iterdir():
-            if (p / "run.json").is_file():
-                try:
-                    out.append(self.open(p.name).record)
-                except (KeyError, ValueError, OSError):
-                    continue
-        out.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        for name in names:
+            if not RUN_ID.fullmatch(name):
+                continue
+            try:
+                out.append(self.entry(name))
+            except RunNotFound:
+                continue
+        out.sort(key=lambda rd: (str(rd.record.created_at), rd.record.id), reverse=True)
         return out
+
+    def list(self) -> builtins.list[RunRecord]:
+        """Every run's record, newest first (see :meth:`dirs`); never fails on a bad one."""
+        return [rd.record for rd in self.dirs()]
 
     def latest(self) -> RunRecord | None:
         runs = self.list()
@@ -171,7 +217,10 @@ class RunStore:
             raise RunNotFound(f"no run '{run_id}' under {self.root}")
         if run_id in registry.live_run_ids():
             raise RunStateError(f"run {run_id} is training in this kernel; stop it first (%ft_stop {run_id})")
-        record = self.open(run_id).record
+        try:
+            record = self.open(run_id).record
+        except (ValueError, OSError):  # a corrupt record: removable, nothing can be training it
+            record = RunRecord(id=run_id, name=run_id, status=CORRUPT)
         if record.status in ACTIVE:
             raise RunStateError(f"run {run_id} is {record.status} in process {record.pid}; stop it before deleting")
         root = self.root.resolve()

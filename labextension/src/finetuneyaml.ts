@@ -14,7 +14,7 @@ import { IKeyProblem, ISchema, isFinetuneCell, suggest } from './model';
 
 // --------------------------------------------------------------------------- the config's key tree
 
-/** What a ``sweep:`` block accepts (``jupyter_ft/sweep.py``), as ``GET jupyter-ft/api/schema`` sends it. */
+/** What a ``sweep:`` block accepts (``jupyter_ft/config/sweep_plan.py``), as ``GET jupyter-ft/api/schema`` sends it. */
 export interface ISweepSchema {
   /** the block's own keys: method, n, seed, params */
   reserved: string[];

@@ -3,7 +3,7 @@
  * tested on its own (src/__tests__/model.spec.ts). The widgets only render what these functions return.
  */
 
-/** Statuses a run can have (jupyter_ft/store.py STATUSES); an unknown one is shown as it is. */
+/** Statuses a run can have (jupyter_ft/store/record.py STATUSES); an unknown one is shown as it is. */
 export const ACTIVE_STATUSES = ['queued', 'running', 'stopping'];
 
 /** What ``progress.json`` holds, written by the training thread about once a second. */
@@ -67,7 +67,9 @@ const BADGE_KIND: { [status: string]: string } = {
   stopped: 'neutral',
   finished: 'ok',
   failed: 'error',
-  interrupted: 'warn'
+  interrupted: 'warn',
+  // a run directory whose run.json cannot be read (the store lists it with the reason; %ft_rm removes it)
+  corrupt: 'error'
 };
 
 /** The badge of a status: its label and a CSS class (``jft-badge jft-badge-<kind>``). */

@@ -38,7 +38,7 @@ def stop_run(kernel: KernelRuns, ref: str | None) -> str:
 
 
 def resume_run(kernel: KernelRuns, ns: dict[str, Any], ref: str | None, *, root: str | None = None,
-               wait: bool = False, out: str | None = None) -> Any:
+               wait: bool = False, out: str | None = None, trust_remote_code: bool = False) -> Any:
     """Continue a stopped, failed or interrupted run from its last checkpoint and follow it like a new one."""
     from ...engine import Run, resume
 
@@ -47,7 +47,7 @@ def resume_run(kernel: KernelRuns, ns: dict[str, Any], ref: str | None, *, root:
     if isinstance(rd, Run) and not rd.done:
         raise RunStateError(f"run {run_id} is still training in this kernel; %ft_stop it first to resume later")
     run_root = root or (rd.config.output.root if isinstance(rd, Run) else str(Path(rd.path).parent))
-    run = resume(run_id, root=run_root)
+    run = resume(run_id, root=run_root, trust_remote_code=trust_remote_code)
     step = int(Path(str(run.resume_from)).name.rsplit("-", 1)[-1])  # resume() always sets it
     print(f"resuming {run_id} from its checkpoint at step {step}")
     return follow(kernel, ns, run, wait=wait, out=out)

@@ -76,22 +76,22 @@ def show_eval(result: Any) -> None:
         display(static, raw=True)
 
 
-def _loaded(run: Any, root: str | None) -> tuple[Any, Any, Any]:
+def _loaded(run: Any, root: str | None, trust_remote_code: bool = False) -> tuple[Any, Any, Any]:
     from ...eval import open_run, run_model
     from ...runtime.memory import out_of_memory_advice
 
     rd = open_run(run, root or DEFAULT_ROOT)
     with out_of_memory_advice(f"loading the model of run {rd.record.id}",
                               "Free memory first: stop or wait for a training run, or restart the kernel"):
-        return (rd, *run_model(rd)[:2])
+        return (rd, *run_model(rd, trust_remote_code=trust_remote_code)[:2])
 
 
 def chat(run: Any, root: str | None, *, max_new_tokens: int, temperature: float, seed: int,
-         system: str | None, prompt: str | None) -> Any:
+         system: str | None, prompt: str | None, trust_remote_code: bool = False) -> Any:
     """Answer ``prompt`` base vs tuned, or open the chat panel (a terminal loop without widgets)."""
     from ...widgets.chat import ChatPanel, ChatSession, answers_html, chat_loop
 
-    rd, model, tokenizer = _loaded(run, root)
+    rd, model, tokenizer = _loaded(run, root, trust_remote_code)
     config = FineTuneConfig.from_dict(rd.record.config)
     session = ChatSession(model, tokenizer, system_prompt=system or config.data.system_prompt,
                           max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,

@@ -12,7 +12,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from ...store import STATUSES, RunStore
+from ...store import CORRUPT, STATUSES, RunStore
 from ...views.run_table import RunTable
 from ..lookup import KernelRuns, find_id, find_one, unquote
 
@@ -22,8 +22,8 @@ __all__ = ["list_runs", "note_run", "remove_run", "status_line", "tag_run"]
 def list_runs(root: str, *, status: str | None = None, name: str | None = None, tag: str | None = None,
               sweep: str | None = None) -> RunTable:
     """The ``%ft_runs`` table of the runs under ``root`` that match every filter given."""
-    if status and status not in STATUSES:
-        raise UsageError(f"--status {status}: choose one of {', '.join(STATUSES)}")
+    if status and status not in (*STATUSES, CORRUPT):
+        raise UsageError(f"--status {status}: choose one of {', '.join((*STATUSES, CORRUPT))}")
     records = RunStore(root).select(status=status, name=unquote(name), tag=unquote(tag), sweep=unquote(sweep))
     return RunTable(records)
 

@@ -44,7 +44,8 @@ describe('status badges', () => {
     ['finished', 'jft-badge jft-badge-ok'],
     ['failed', 'jft-badge jft-badge-error'],
     ['interrupted', 'jft-badge jft-badge-warn'],
-    ['stopped', 'jft-badge jft-badge-neutral']
+    ['stopped', 'jft-badge jft-badge-neutral'],
+    ['corrupt', 'jft-badge jft-badge-error']
   ])('%s -> %s', (status, cls) => {
     expect(statusBadge(status)).toEqual({ label: status, className: cls });
   });
