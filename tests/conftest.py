@@ -87,3 +87,19 @@ def _no_leftover_runs():
         if run is not None:
             run.stop()
             run.wait(60)
+
+
+def pytest_runtest_makereport(item, call):
+    """A failed test of the reliability suites counts as a crash in the report line."""
+    if call.when == "call" and call.excinfo is not None and item.get_closest_marker("reliability"):
+        from reliability import crash
+
+        crash()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from reliability import summary
+
+    line = summary()
+    if line:
+        terminalreporter.write_sep("=", line, bold=True)
