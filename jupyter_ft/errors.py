@@ -15,7 +15,7 @@ from typing import Any
 __all__ = [
     "JupyterFTError", "Problem", "ConfigError", "DataError", "ModelResolutionError", "InsufficientMemory",
     "RunNotFound", "RunStoreError", "RunStateError", "EvalError", "EvalOutOfMemory", "ExportError", "CompareError",
-    "StopRequested", "short_repr",
+    "StopRequested", "NonFiniteLoss", "short_repr",
 ]
 
 
@@ -148,3 +148,7 @@ class CompareError(JupyterFTError, ValueError):
 
 class StopRequested(JupyterFTError):
     """Raised between set-up phases when the user pressed Stop before training began."""
+
+
+class NonFiniteLoss(JupyterFTError, FloatingPointError):
+    """The training loss became NaN or infinite (``training.on_nonfinite``); the message names the step."""

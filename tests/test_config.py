@@ -199,7 +199,8 @@ def non_default_config() -> FineTuneConfig:
         training=TrainingConfig(learning_rate=1e-5, epochs=3.0, max_steps=200, batch_size=4, grad_accum=2,
                                 warmup=10, scheduler="cosine_with_restarts", weight_decay=0.01,
                                 max_grad_norm=0.5, seed=7, eval_every=20, save_every=40, logging_every=1,
-                                gradient_checkpointing=True, optimizer="adamw_8bit", report_to=["mlflow"]),
+                                gradient_checkpointing=True, optimizer="adamw_8bit", on_nonfinite="skip",
+                                report_to=["mlflow"]),
         output=OutputConfig(root="/tmp/my-runs", name="exp-1"),
         probes=ProbesConfig(overfitting=False, patience=3, rise_threshold=0.2, gap_ratio=2.0, early_stop=True,
                             forgetting=False, forgetting_items=64, forgetting_every=3, kl_prompts=16, kl_mild=0.05,
@@ -335,12 +336,12 @@ BAD = [
     ({"training": {"learning_rat": 1e-4}}, "training.learning_rat: unknown key. Did you mean 'learning_rate'?"),
     ({"training": {"lr": 1e-4}}, "training.lr: unknown key. Known keys: batch_size, epochs, eval_every, grad_accum, "
                                  "gradient_checkpointing, learning_rate, logging_every, max_grad_norm, max_steps, "
-                                 "optimizer, report_to, save_every, scheduler, seed, warmup, weight_decay"),
+                                 "on_nonfinite, optimizer, report_to, save_every, scheduler, seed, warmup, weight_decay"),
     ({"lora": {"rank": 8}}, "lora.rank: unknown key. Known keys: alpha, dropout, r, target_modules"),
     ({"model": {"nme": "x"}}, "model.nme: unknown key. Did you mean 'name'?"),
     ({"training": [1, 2]}, "training: must be a mapping of fields (got [1, 2]). Fields: learning_rate, epochs, "
                            "max_steps, batch_size, grad_accum, warmup, scheduler, weight_decay, max_grad_norm, seed, "
-                           "eval_every, save_every, logging_every, gradient_checkpointing, optimizer, report_to"),
+                           "eval_every, save_every, logging_every, gradient_checkpointing, optimizer, on_nonfinite, report_to"),
     ({"lora": 16}, "lora: must be a mapping of fields (got 16). Fields: r, alpha, dropout, target_modules"),
     # the columns mapping
     ({"data": {"columns": {"answer": "a"}}}, "data.columns.answer: unknown key. Known keys: completion, input, "

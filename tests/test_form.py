@@ -52,6 +52,7 @@ NON_DEFAULT = {
         "logging_every": 1,
         "gradient_checkpointing": True,
         "optimizer": "paged_adamw_8bit",
+        "on_nonfinite": "skip",
         "report_to": ["mlflow"],
     },
     "output": {"root": "runs", "name": "tickets-v2"},

@@ -238,3 +238,79 @@ def test_a_zombie_kernel_reads_as_interrupted(tmp_path: Path) -> None:
         assert store.load(rd.id).status == "interrupted"
     finally:
         proc.wait()
+
+
+# ------------------------------------------------------------------ liveness from the worker's heartbeat
+def _beat(rd, age: float) -> None:
+    """progress.json as the worker writes it, stamped ``age`` seconds ago."""
+    import time
+
+    rd.write_progress({"step": 3, "max_steps": 10})
+    data = json.loads(rd.progress_path.read_text())
+    data["heartbeat"] = time.time() - age
+    rd.progress_path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("age, status", [(None, "running"), (20.0, "running"), (6 * 60.0, "interrupted")])
+def test_a_run_of_another_host_is_judged_by_its_heartbeat(tmp_path: Path, age, status) -> None:
+    """No pid of another host can be checked: a beat that stopped long ago proves the worker gone; no beat at all
+    proves nothing (an old worker that never beat), so the run keeps its status."""
+    store = RunStore(tmp_path)
+    rd = store.create({}, "remote")
+    rd.save(status="running", pid=1, hostname="gpu-node-7")
+    if age is not None:
+        _beat(rd, age)
+    assert store.load(rd.id).status == status
+
+
+@pytest.mark.parametrize("age, status", [(5.0, "running"), (61.0, "interrupted")])
+def test_a_live_pid_whose_heartbeat_stopped_is_not_the_worker(tmp_path: Path, age, status) -> None:
+    """The pid of a dead kernel can be reused by any process: alive by signal 0, but no heartbeat for a minute."""
+    store = RunStore(tmp_path)
+    rd = store.create({}, "reused")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        rd.save(status="running", pid=proc.pid)
+        _beat(rd, age)
+        assert store.load(rd.id).status == status
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_queued_run_is_not_judged_by_a_heartbeat_it_has_not_begun(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    rd = store.create({}, "waiting")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        rd.save(status="queued", pid=proc.pid)
+        _beat(rd, 3600.0)  # an old beat from an earlier attempt of this run
+        assert store.load(rd.id).status == "queued"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_heartbeat_thread_stamps_progress_while_nothing_else_writes(tmp_path: Path) -> None:
+    """One step, one evaluation or a model load can take minutes: the beat must not wait for the next step."""
+    import socket
+    import time
+
+    from jupyter_ft.engine.heartbeat import Heartbeat
+
+    rd = RunStore(tmp_path).create({}, "beating")
+
+    class _Run:
+        run_dir = rd
+        id = rd.id
+        progress = {"step": 7, "max_steps": 9}
+
+    with Heartbeat(_Run(), every=0.05):  # type: ignore[arg-type]
+        first = rd.progress()["heartbeat"]
+        deadline = time.monotonic() + 10
+        while rd.progress()["heartbeat"] == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        beat = rd.progress()
+    assert beat["heartbeat"] > first and beat["step"] == 7 and beat["max_steps"] == 9
+    assert beat["pid"] == os.getpid() and beat["hostname"] == socket.gethostname()
+    assert rd.heartbeat_age() < 10

@@ -300,3 +300,14 @@ def test_a_full_disk_does_not_lose_a_failed_runs_error(tiny_model_dir: Path, roo
     monkeypatch.undo()
     again = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=1))
     assert again.wait(120) == "finished"  # the training thread outlived it
+
+
+def test_checkpoints_are_renamed_into_place_and_rotated_as_the_trainer_would(tiny_model_dir: Path,
+                                                                             root: Path) -> None:
+    """Each checkpoint is written under checkpoints/.staging and renamed when complete; rotation
+    (save_total_limit=2) still keeps the newest two, and nothing is left in the staging folder."""
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, root, max_steps=5, save_every=1, eval_every=100))
+    assert run.wait(120) == "finished", run.error
+    names = sorted(p.name for p in (run.path / "checkpoints").iterdir())
+    assert names == ["checkpoint-4", "checkpoint-5"]
+    assert (run.path / "checkpoints" / "checkpoint-5" / "trainer_state.json").is_file()

@@ -13,6 +13,8 @@ BUILTIN_MODEL = "smollm2-135m-instruct"
 # "auto" resolves at run time (models.plan_training): paged 8-bit AdamW on CUDA, plain AdamW on a CPU.
 OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit",
               "adafactor", "sgd")
+# training.on_nonfinite: what a NaN or infinite training loss does to the run
+NONFINITE_POLICIES = ("stop", "skip")
 
 # Where runs are kept unless output.root (or a magic's --root) says otherwise.
 DEFAULT_ROOT = "ft_runs"

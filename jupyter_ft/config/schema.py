@@ -15,10 +15,10 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import ConfigError, Problem
-from .checks import field_names, nesting_problem, unknown_key
-from .choices import BUILTIN_MODEL, DEFAULT_ROOT, OPTIMIZERS
+from .checks import field_names, key_text, nesting_problem, unknown_key
+from .choices import BUILTIN_MODEL, DEFAULT_ROOT, NONFINITE_POLICIES, OPTIMIZERS
 from .validation import config_problems
-from .yaml_io import MAX_DEPTH, Dumper, Loader, YAMLValueError, plain_scalar
+from .yaml_io import MAX_DEPTH, Dumper, Loader, YAMLValueError, describe_error, plain_scalar
 
 __all__ = ["ModelConfig", "DataConfig", "LoraSettings", "QuantizationConfig", "TrainingConfig", "OutputConfig",
            "ProbesConfig", "SECTIONS", "FineTuneConfig", "deep_copy", "set_dotted", "flatten"]
@@ -140,6 +140,10 @@ class TrainingConfig:
     optimizer: str = _doc(
         "auto", "The optimizer (a transformers ``optim`` name). ``auto``: ``paged_adamw_8bit`` on CUDA (8-bit state, "
         "paged to CPU memory under pressure: QLoRA's choice), ``adamw_torch`` on a CPU.", choices=OPTIMIZERS)
+    on_nonfinite: str = _doc(
+        "stop", "What a NaN or infinite training loss does: ``stop`` ends the run ``failed`` at that step (its last "
+        "checkpoint is kept, from before the loss went bad); ``skip`` drops that step's update, says so at the step, "
+        "and goes on (it still stops after 10 such steps in a row).", choices=NONFINITE_POLICIES)
     # Experiment trackers the Trainer reports to itself (its own integrations): mlflow, tensorboard, trackio.
     report_to: list[str] = _doc(
         [], "Experiment trackers the Trainer reports to with its own integrations: mlflow, tensorboard, trackio "
@@ -227,9 +231,7 @@ class FineTuneConfig:
         try:
             data = yaml.load(text, Loader=Loader) if text and text.strip() else {}
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-            problem = getattr(exc, "problem", None) or str(exc)
+            where, problem = describe_error(exc, text)
             if isinstance(exc, YAMLValueError):  # parses, but too deep, an alias bomb, an unreadable scalar
                 found = Problem("yaml", f"{problem} at {where}", hint=exc.hint)
             else:
@@ -262,7 +264,7 @@ class FineTuneConfig:
         sections: dict[str, Any] = {}
         for key in merged:
             if key not in SECTIONS:
-                problems.append(unknown_key(str(key), str(key), SECTIONS))
+                problems.append(unknown_key(key_text(key), key_text(key), SECTIONS))
         for name, section_cls in SECTIONS.items():
             raw = merged.get(name, {})
             if name == "quantization" and isinstance(raw, str):
@@ -280,7 +282,7 @@ class FineTuneConfig:
                 if k in known:
                     kwargs[k] = plain_scalar(v)  # np.float64(3e-4) -> 3e-4: validated, written as YAML
                 else:
-                    problems.append(unknown_key(f"{name}.{k}", str(k), known))
+                    problems.append(unknown_key(f"{name}.{key_text(k)}", key_text(k), known))
             sections[name] = section_cls(**kwargs)
         config = cls(**sections)
         problems += config.problems()

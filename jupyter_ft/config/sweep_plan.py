@@ -33,7 +33,8 @@ import random
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from ..errors import ConfigError, Problem
+from ..errors import ConfigError, Problem, short_repr
+from .checks import finite, key_text
 from .schema import SECTIONS, FineTuneConfig
 
 __all__ = ["METHODS", "DISTRIBUTIONS", "RESERVED", "SWEEPABLE", "MAX_RUNS", "SweepSpec", "SweepPoint", "SweepPlan",
@@ -137,7 +138,7 @@ def parse_sweep(raw: Any) -> SweepSpec:
         params_raw = raw["params"]
         extra = [k for k in raw if k not in RESERVED]
         for k in extra:
-            problems.append(Problem(f"sweep.{k}", "belongs under sweep.params when params is given"))
+            problems.append(Problem(f"sweep.{key_text(k)}", "belongs under sweep.params when params is given"))
         if not isinstance(params_raw, Mapping):
             problems.append(Problem("sweep.params", "must map config keys to values", params_raw))
             params_raw = {}
@@ -148,7 +149,7 @@ def parse_sweep(raw: Any) -> SweepSpec:
         problems.append(Problem("sweep", "names no parameter to sweep",
                                 hint="e.g. training.learning_rate: [1e-4, 3e-4]"))
     for key, values in params.items():
-        path = f"sweep.{key}"
+        path = f"sweep.{key_text(key)}"
         if key not in SWEEPABLE:
             problems.append(_unknown_key(path, key))
         elif _is_distribution(values):
@@ -159,7 +160,8 @@ def parse_sweep(raw: Any) -> SweepSpec:
                 problems += _distribution_problems(path, values)
         elif not isinstance(values, list) or not values:
             problems.append(Problem(path, "must be a non-empty list of values to try", values,
-                                    f"e.g. {key}: [{values!r}, ...]" if not isinstance(values, list) else ""))
+                                    f"e.g. {key_text(key)}: [{short_repr(values)}, ...]"
+                                    if not isinstance(values, list) else ""))
     n, seed = raw.get("n"), raw.get("seed", 0)
     if method == "random":
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_RUNS:
@@ -256,6 +258,8 @@ def _distribution_problems(path: str, dist: Mapping[str, Any]) -> list[Problem]:
           and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds) and bounds[0] <= bounds[1])
     if not ok:
         return [Problem(path, f"{kind} needs [low, high] with low <= high", bounds, f"e.g. {{{kind}: [1e-5, 1e-3]}}")]
+    if not all(finite(b) for b in bounds):  # drawing between them would overflow (10**400) or give inf/nan
+        return [Problem(path, f"{kind} needs finite bounds", bounds, f"e.g. {{{kind}: [1e-5, 1e-3]}}")]
     if kind == "log_uniform" and bounds[0] <= 0:
         return [Problem(path, "log_uniform needs low > 0", bounds)]
     if kind == "int_uniform" and not all(isinstance(b, int) for b in bounds):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping
 
 from ..errors import Problem
-from .checks import check_bool, check_int, check_number, check_seed, check_str, choice_problem, unknown_key
+from .checks import (check_bool, check_int, check_number, check_seed, check_str, choice_problem, finite, key_text,
+                     unknown_key)
 from .trackers import report_to_problems
-from .choices import BUILTIN_MODEL, DATA_FORMATS, OPTIMIZERS, QUANT_METHODS, SCHEDULERS, COLUMN_ROLES
+from .choices import BUILTIN_MODEL, DATA_FORMATS, NONFINITE_POLICIES, OPTIMIZERS, QUANT_METHODS, SCHEDULERS, COLUMN_ROLES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .schema import FineTuneConfig
@@ -38,7 +39,7 @@ def config_problems(config: "FineTuneConfig") -> list[Problem]:
     else:
         for role, col in d.columns.items():
             if role not in COLUMN_ROLES:
-                p.append(unknown_key(f"data.columns.{role}", str(role), COLUMN_ROLES))
+                p.append(unknown_key(f"data.columns.{key_text(role)}", key_text(role), COLUMN_ROLES))
             elif not isinstance(col, str) or not col:
                 p.append(Problem(f"data.columns.{role}", "must be a column name", col))
     check_number(p, "data.eval_split", d.eval_split, lo=0.0, hi=0.9, hint="Use a fraction such as 0.1, "
@@ -70,7 +71,7 @@ def config_problems(config: "FineTuneConfig") -> list[Problem]:
         check_int(p, "training.max_steps", t.max_steps, lo=1, hint="Use null to train for training.epochs")
     check_int(p, "training.batch_size", t.batch_size, lo=1, hi=4096, hint="Lower it if you run out of memory")
     check_int(p, "training.grad_accum", t.grad_accum, lo=1, hi=4096)
-    if isinstance(t.warmup, bool) or not isinstance(t.warmup, (int, float)) or not t.warmup >= 0 or (  # NaN too
+    if isinstance(t.warmup, bool) or not isinstance(t.warmup, (int, float)) or not finite(t.warmup) or t.warmup < 0 or (
         isinstance(t.warmup, float) and not t.warmup.is_integer() and t.warmup >= 1
     ):
         p.append(Problem("training.warmup", "must be a ratio in [0, 1) or a whole number of steps", t.warmup))
@@ -85,6 +86,8 @@ def config_problems(config: "FineTuneConfig") -> list[Problem]:
         check_bool(p, "training.gradient_checkpointing", t.gradient_checkpointing)
     if t.optimizer not in OPTIMIZERS:
         p.append(choice_problem("training.optimizer", t.optimizer, OPTIMIZERS))
+    if t.on_nonfinite not in NONFINITE_POLICIES:
+        p.append(choice_problem("training.on_nonfinite", t.on_nonfinite, NONFINITE_POLICIES))
     p += report_to_problems(t.report_to)
 
     check_str(p, "output.root", o.root, nonempty=True)

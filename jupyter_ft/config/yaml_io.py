@@ -12,7 +12,7 @@ import yaml
 
 from ..errors import short_repr
 
-__all__ = ["Loader", "Dumper", "YAMLValueError", "MAX_DEPTH", "MAX_ALIAS_VALUES", "plain_scalar"]
+__all__ = ["Loader", "Dumper", "YAMLValueError", "MAX_DEPTH", "MAX_ALIAS_VALUES", "describe_error", "plain_scalar"]
 
 MAX_DEPTH = 50  # lists and mappings inside each other; a config needs 3 (section: field: [values]), a sweep 5
 MAX_ALIAS_VALUES = 100_000  # values that aliases (*name) may add in one document: far beyond any config
@@ -127,6 +127,25 @@ class Loader(yaml.SafeLoader):
                 f"cannot read {short_repr(node.value, 40)} as {_SCALAR_KINDS.get(kind, kind)}"
                 + (f" ({detail})" if detail else ""),
                 node.start_mark, "Fix the value, or quote it to keep it as text") from None
+
+
+_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # the line breaks YAML counts (PyYAML's Mark.line)
+
+
+def describe_error(exc: yaml.YAMLError, text: str) -> tuple[str, str]:
+    """Where a YAML error is (``line L, column C``) and what it is, in one line each. A character the reader
+    refuses (a control character pasted from a terminal) is a ``ReaderError``, which PyYAML places only by its
+    offset in the text: the line is counted here, so that message too names its line."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        head = text[: exc.position] if isinstance(text, str) else ""
+        breaks = list(_BREAK.finditer(head))
+        column = len(head) - (breaks[-1].end() if breaks else 0)
+        what = (f"unacceptable character #x{exc.character:04x}: {exc.reason}" if isinstance(exc.character, int)
+                else f"unreadable text: {exc.reason}")
+        return f"line {len(breaks) + 1}, column {column + 1}", what
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+    return where, str(getattr(exc, "problem", None) or exc)
 
 
 def plain_scalar(value: Any) -> Any:

@@ -133,6 +133,9 @@ def validate_rows(ds: Any, fmt: str, columns: Mapping[str, str], source: str) ->
                 else:
                     if not any(m["role"] == "assistant" for m in value):
                         problems.append(f"{where}: no 'assistant' message, so there is nothing to learn")
+                    elif value[0]["role"] == "assistant":  # a chat template cannot render the empty prompt before it
+                        problems.append(f"{where}: the conversation opens with the 'assistant'; put the user's (or a "
+                                        "system) message before it")
             elif role in optional:
                 if value is not None and not isinstance(value, str):
                     problems.append(f"{where}: expected text, got {type(value).__name__} {value!r}")

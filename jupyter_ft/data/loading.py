@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, short_repr
 
 __all__ = ["DEMO_DIR", "load_rows", "source_name"]
 
@@ -43,7 +44,14 @@ def load_rows(source: Any) -> tuple[Any, Any | None]:
             raise DataError(f"{name}, row {bad + 1}: expected a dict of column -> value, got {type(source[bad]).__name__}")
         if not source:
             raise DataError(f"{name}: the list is empty; give at least a few examples.")
-        rows = [dict(r) for r in source]
+        # every row gets every column (None where it has none): Dataset.from_list takes the first row's keys
+        # only, and would drop a column the first row lacks, for every row
+        names = list(dict.fromkeys(k for r in source for k in r))
+        rows = [{k: r.get(k) for k in names} for r in source]
+        for i, row in enumerate(rows):
+            problem = _nul_key(row) if isinstance(row, dict) and all(isinstance(k, str) for k in row) else None
+            if problem:
+                raise DataError(f"{name}, row {i + 1}{', ' if problem.startswith('column') else ': '}{problem}.")
         return _from_records(lambda: datasets.Dataset.from_list(rows), rows, name), None
     if type(source).__name__ == "DataFrame":
         if len(source) == 0:
@@ -77,6 +85,8 @@ def load_rows(source: Any) -> tuple[Any, Any | None]:
     if suffix in (".jsonl", ".json", ".csv", ".parquet") and path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty.")
     try:
+        if suffix in (".jsonl", ".json", ".csv"):
+            _check_utf8(path)
         if suffix in (".jsonl", ".json"):
             _check_json(path)
             ds = datasets.Dataset.from_json(str(path))
@@ -97,7 +107,12 @@ def load_rows(source: Any) -> tuple[Any, Any | None]:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - arrow errors are cryptic; say what file failed
-        raise DataError(f"{path}: could not be read as {suffix[1:]} ({type(exc).__name__}: {exc}).") from None
+        cause: BaseException = exc
+        while type(cause).__name__ == "DatasetGenerationError" and cause.__cause__ is not None:
+            cause = cause.__cause__  # "An error occurred while generating the dataset": the reader's error says where
+        if suffix in (".jsonl", ".json"):
+            _explain_json(path)  # arrow names a byte offset at best: find the row it could not take
+        raise DataError(f"{path}: could not be read as {suffix[1:]} ({type(cause).__name__}: {cause}).") from None
     if len(ds) == 0:
         raise DataError(f"{path}: the file has no rows.")
     return ds, None
@@ -110,20 +125,30 @@ def _nonempty(ds: Any, ev: Any | None, name: str) -> tuple[Any, Any | None]:
 
 
 def _from_records(build: Any, rows: Any, name: str) -> Any:
-    """Build a Dataset; when arrow rejects a column of mixed types, name the first row that breaks it."""
+    """Build a Dataset; when arrow rejects a column of mixed types, name the first row that breaks it: the
+    first whose type is not the column's usual one (the most common; text on a tie), so that one odd row is
+    the row named, wherever it is, and not the row after it."""
     try:
         return build()
     except Exception as exc:  # noqa: BLE001 - arrow says 'Expected bytes, got a 'int' object', not where
         rows = rows() if callable(rows) else rows
-        first: dict[str, tuple[int, type]] = {}
+        kinds: dict[Any, dict[type, list[int]]] = {}  # column -> type -> [rows with it]
         for i, row in enumerate(rows):
             for col, value in row.items():
                 if value is None or (isinstance(value, float) and value != value):  # None / NaN: missing
                     continue
-                j, kind = first.setdefault(col, (i, type(value)))
-                if type(value) is not kind:
-                    raise DataError(f"{name}, row {i + 1}, column '{col}': got {type(value).__name__} {value!r} "
-                                    f"but row {j + 1} has {kind.__name__}; give every row the same type.") from None
+                kinds.setdefault(col, {}).setdefault(type(value), []).append(i)
+        odd = []
+        for col, seen in kinds.items():
+            if len(seen) > 1:
+                usual = max(seen, key=lambda t: (len(seen[t]), t is str, -seen[t][0]))
+                i = min(j for t, at in seen.items() if t is not usual for j in at)
+                odd.append((i, col, usual, seen[usual][0]))
+        if odd:
+            i, col, usual, j = min(odd, key=lambda o: o[0])
+            value = rows[i][col]
+            raise DataError(f"{name}, row {i + 1}, column '{col}': got {type(value).__name__} {short_repr(value)} "
+                            f"but row {j + 1} has {usual.__name__}; give every row the same type.") from None
         raise DataError(f"{name}: could not be converted to a dataset ({type(exc).__name__}: {exc}).") from None
 
 
@@ -147,6 +172,85 @@ def _split_dict(dd: Any, name: str) -> tuple[Any, Any | None]:
     return dd["train"], ev
 
 
+def _check_utf8(path: Path) -> None:
+    """A text file must be UTF-8: name the first line that is not (pandas and arrow name a byte offset, or
+    nothing at all). A UTF-8 byte never holds a newline, so each line decodes on its own."""
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}, line {lineno}: not UTF-8 text (byte {line[exc.start]:#04x} at column "
+                                f"{exc.start + 1}). Save the file as UTF-8.") from None
+
+
+_LONG_NUMBER = re.compile(r"\d{19}")  # a JSON int this long may not fit arrow's int64
+INT64 = 2**63
+
+
+def _nul_key(obj: dict[str, Any]) -> str | None:
+    """A key holding NUL (``"\\u0000"``) anywhere in a row, naming its column: datasets cannot keep such a key
+    (the column is refused, or its values come back changed or fail to read), so it is refused here."""
+    for col, value in obj.items():
+        if "\x00" in col:
+            return "a column name with a NUL character (\\u0000)"
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                if any("\x00" in k for k in item):
+                    return f"column '{col}': a key with a NUL character (\\u0000), which datasets cannot keep"
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
+
+
+def _explain_json(path: Path) -> None:
+    """After arrow refused a JSON(L) file that Python parses (``_check_json`` passed): the first row holding what
+    arrow cannot take, as a DataError naming its line (JSONL) or row (a JSON list) and column; else nothing."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+            numbered = [(f"row {i + 1}", row, json.dumps(row)) for i, row in enumerate(json.loads(text))]
+        else:
+            numbered = [(f"line {n}", json.loads(line), line) for n, line in enumerate(text.split("\n"), 1)
+                        if line.strip()]
+    except (OSError, ValueError, RecursionError):  # nothing more to say than arrow's own message
+        return
+    for where, row, line in numbered:
+        problem = _row_problem(row, line) if isinstance(row, dict) else None
+        if problem:
+            raise DataError(f"{path}, {where}, {problem}." if problem.startswith("column") else
+                            f"{path}, {where}: {problem}.")
+
+
+def _row_problem(obj: dict[str, Any], line: str) -> str | None:
+    """What arrow cannot take in one parsed row, naming the column: an escaped lone surrogate (``"\\ud800"``:
+    Python's parser takes it, arrow refuses the whole file), or an int past int64 in a column that also holds
+    other types (arrow reads such ints as floats, but a mixed column fails with "Value is too big at position
+    1234")."""
+    for col, value in obj.items():
+        if "\\u" in line:
+            try:
+                col.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a column name with a lone surrogate escape (\\ud800-\\udfff), which is no character"
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                return (f"column '{col}': text with a lone surrogate escape (\\ud800-\\udfff), which is no "
+                        "character; fix or drop it")
+        stack = [value] if _LONG_NUMBER.search(line) else []
+        while stack:
+            item = stack.pop()
+            if isinstance(item, int) and not isinstance(item, bool) and not -INT64 <= item < INT64:
+                return (f"column '{col}': the number {short_repr(item, 40)} does not fit a 64-bit column; quote it "
+                        "to keep it as text")
+            stack.extend(item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())
+    return None
+
+
 def _check_json(path: Path) -> None:
     """Find the exact bad line of a JSONL file, which arrow's reader never reports."""
     with open(path, encoding="utf-8") as fh:
@@ -163,7 +267,16 @@ def _check_json(path: Path) -> None:
                 raise DataError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg}).") from None
             if not rows:
                 raise DataError(f"{path}: the JSON list is empty.")
+            for i, row in enumerate(rows):  # arrow would read a list of numbers as a column named 'text'
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}, row {i + 1}: expected a JSON object, got {type(row).__name__}.")
+                problem = _nul_key(row)
+                if problem:
+                    raise DataError(f"{path}, row {i + 1}{', ' if problem.startswith('column') else ': '}{problem}.")
+            if not any(rows):
+                raise DataError(f"{path}: every row is an empty object; there are no columns to train on.")
             return
+        columns = False
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -173,4 +286,10 @@ def _check_json(path: Path) -> None:
                 raise DataError(f"{path}, line {lineno}: invalid JSON ({exc.msg}). Each line must be one object.") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(obj).__name__}.")
+            problem = _nul_key(obj) if "\\u0000" in line else None
+            if problem:
+                raise DataError(f"{path}, line {lineno}{', ' if problem.startswith('column') else ': '}{problem}.")
+            columns = columns or bool(obj)
+        if not columns:
+            raise DataError(f"{path}: every row is an empty object; there are no columns to train on.")
 

@@ -8,10 +8,10 @@ from typing import Any, Mapping
 from ..config import DEFAULT_ROOT, FineTuneConfig
 from ..errors import RunStateError
 from ..runtime import registry
-from ..store import ACTIVE, RunStore
+from ..store import ACTIVE, RunDir, RunStore
 from .run import Run
 
-__all__ = ["finetune", "resume", "coerce_config"]
+__all__ = ["finetune", "resume", "prepare_resume", "coerce_config"]
 
 
 def coerce_config(config: FineTuneConfig | str | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> FineTuneConfig:
@@ -48,17 +48,26 @@ def resume(run_id: str, *, root: str | os.PathLike[str] = DEFAULT_ROOT, wait: bo
 
     A run directory may come from someone else: its ``model.trust_remote_code`` is never taken from disk. Pass
     ``trust_remote_code=True`` to allow the model repository's own code for this resume."""
-    store = RunStore(root)
-    rd = store.find(run_id)
+    run = prepare_resume(RunStore(root).find(run_id), trust_remote_code=trust_remote_code)
+    run.start()
+    if wait:
+        run.wait()
+    return run
+
+
+def prepare_resume(rd: RunDir, *, trust_remote_code: bool = False) -> Run:
+    """The ``Run`` that continues ``rd`` from its newest complete checkpoint, not yet started; refuses a run that
+    trains elsewhere (two writers in one directory) or has no checkpoint. The thread (``resume``) and a worker
+    process (``python -m jupyter_ft.worker RUN_DIR --resume``) both start what this returns."""
     if rd.record.id in registry.live_run_ids():
-        raise RunStateError(f"run {run_id} is already training in this kernel")
-    if rd.record.status in ACTIVE:  # the store found its process alive: a second writer would corrupt it
+        raise RunStateError(f"run {rd.id} is already training in this kernel")
+    if rd.record.status in ACTIVE:  # the store found its worker alive: a second writer would corrupt it
         where = f"process {rd.record.pid} on {rd.record.hostname or 'this host'}"
         raise RunStateError(f"run {rd.id} is {rd.record.status} in {where}; stop it there (%ft_stop, or the lab's "
                             "Stop) and resume it when it has stopped.")
     checkpoint = rd.last_checkpoint()
     if checkpoint is None:
-        raise RunStateError(f"run {run_id} has no checkpoint to resume from (it saves every "
+        raise RunStateError(f"run {rd.id} has no checkpoint to resume from (it saves every "
                             f"training.save_every steps); start a new run instead.")
     config = FineTuneConfig.from_record(rd.record.config, trust_remote_code=trust_remote_code)
     rd.clear_stop_request()  # an old request from the lab must not stop it again
@@ -66,7 +75,6 @@ def resume(run_id: str, *, root: str | os.PathLike[str] = DEFAULT_ROOT, wait: bo
     rd.supersede_after(int(checkpoint.name.rsplit("-", 1)[-1]))
     run = Run(config, rd, resume_from=str(checkpoint))
     run.history = rd.metrics()
-    run.start()
-    if wait:
-        run.wait()
+    # what the sidebar showed when it stopped, until the resumed run's first step (the heartbeat rewrites it)
+    run.progress = {k: v for k, v in (rd.progress() or {}).items() if k not in ("heartbeat", "pid", "hostname")}
     return run

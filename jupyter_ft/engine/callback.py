@@ -35,6 +35,7 @@ class RunCallbackMixin:
         self.last_tokens = 0
         self.eval_seconds = 0.0
         self.start_step = 0
+        self.last_loss_step = 0  # the step of the last logged train loss
         self.progress_written = 0.0
         self.gpu_total: int | None = None
         if run.device == "cuda":
@@ -43,11 +44,11 @@ class RunCallbackMixin:
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.t0 = self.last_time = time.perf_counter()
         self.last_tokens = state.num_input_tokens_seen
-        self.start_step = state.global_step
-        self.run.emit("progress", step=state.global_step, max_steps=state.max_steps, epoch=state.epoch or 0.0,
-                      elapsed=0.0, eta=None)
-        self._write_progress({"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
-                              "elapsed": 0.0, "eta": None})
+        self.start_step = self.last_loss_step = state.global_step
+        self.run.progress = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch or 0.0,
+                             "elapsed": 0.0, "eta": None}
+        self.run.emit("progress", **self.run.progress)
+        self._write_progress(self.run.progress)
 
     def _gpu_memory(self) -> dict[str, Any]:
         """On CUDA, the run's peak so far and the card's size, for the progress line: watching the peak
@@ -95,6 +96,14 @@ class RunCallbackMixin:
         if is_eval:
             self.eval_seconds += float(logs.get("eval_runtime", 0.0))
         elif "loss" in logs:
+            skipped = set(self.run.nonfinite_steps)
+            window = range(self.last_loss_step + 1, state.global_step + 1)
+            if skipped and window and all(step in skipped for step in window):
+                # every step since the last line was skipped (training.on_nonfinite): the Trainer's average of
+                # them is a made-up number (0.0), not a loss
+                del entry["loss"]
+                entry["skipped"] = True
+            self.last_loss_step = state.global_step
             tokens = state.num_input_tokens_seen
             seconds = now_t - self.last_time - self.eval_seconds
             if seconds > 0 and tokens > self.last_tokens:
@@ -103,7 +112,7 @@ class RunCallbackMixin:
             self.last_time, self.last_tokens, self.eval_seconds = now_t, tokens, 0.0
         entry.pop("num_input_tokens_seen", None)
         self.run.history.append(entry)
-        self.run.run_dir.append_metrics(entry)
+        self.run.write_line(self.run.run_dir.append_metrics, entry)
         self.run.emit("eval" if is_eval else "log", **entry)
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

@@ -9,6 +9,7 @@ run's :class:`~jupyter_ft.models.TrainingPlan`, decided once and read by the Tra
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,14 +64,17 @@ def train(run: "Run") -> None:
 
     trainer = trainer_setup.build_trainer(run, model, tokenizer, train_ds, eval_ds)
     with tracking_session(run, trainer):  # training.report_to: the Trainer's own integrations log into it
-        trainer.train(resume_from_checkpoint=run.resume_from)
+        if run.resume_from and trainer_setup.restore_if_complete(trainer, model, Path(run.resume_from)):
+            pass  # the run had trained every step; what it lacked was the final save (a kill, a full disk)
+        else:
+            trainer.train(resume_from_checkpoint=run.resume_from)
         state = trainer.state
         if eval_ds is not None and not run.stop_asked:
             evaluated = [h for h in state.log_history if "eval_loss" in h]
             if not evaluated or evaluated[-1].get("step") != state.global_step:
                 trainer.evaluate()
         rd.save_adapter(model, tokenizer)
-        rd.save(summary=summarize(run, state))
+        run.record(summary=summarize(run, state))  # the adapter is saved: a full disk now must not fail the run
 
 
 def load_datasets(run: "Run", tokenizer: Any) -> tuple[Any, Any]:
@@ -149,6 +153,7 @@ def summarize(run: "Run", state: Any) -> dict[str, Any]:
         "train_seconds": run.progress.get("elapsed"),
         "adapter": str(run.run_dir.adapter_dir),
         "probes": run.probes.summary() if run.probes is not None else None,
+        "skipped_steps": list(run.nonfinite_steps),  # training.on_nonfinite: skip
         **peak_gpu_memory(run.device),
     }
 
@@ -200,4 +205,9 @@ def explain_failure(exc: BaseException, config: FineTuneConfig) -> str:
                 f"data.max_length={config.data.max_length}. Lower the batch size (raise training.grad_accum to "
                 f"keep the effective batch), shorten data.max_length, {last}. "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return (f"The disk is full{where} ({exc.strerror or exc}). Free space under {config.output.root}; "
+                "%ft_resume RUN then continues from the run's last complete checkpoint (a checkpoint cut short by "
+                "the full disk is never used).")
     return f"{type(exc).__name__}: {exc}"

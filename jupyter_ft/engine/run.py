@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import traceback
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..runtime.output import capture_output_parent, route_output
 from ..store import RunDir, now
 from . import worker
 from .events import Event, EventHandler, Subscribers
+from .heartbeat import Heartbeat
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import TrainingPlan
@@ -49,10 +51,13 @@ class Run:
         self.tokenizer: Any = None
         self.probes: Any = None  # the probes' TrainerCallback, when probes run
         self.restores_best = False  # early stop: the final model is the best checkpoint, not the last step
+        self.nonfinite_steps: list[int] = []  # steps whose update training.on_nonfinite: skip dropped
+        self.nonfinite_in_a_row = 0
         self._subscribers = Subscribers()
         self._stop = threading.Event()
         self._done = threading.Event()
         self._output_parent: Any = None
+        self._write_failed = False
 
     # ------------------------------------------------------------ public API
     @property
@@ -151,21 +156,40 @@ class Run:
         in memory (and so the dashboard) still gets the status and its error, with a warning that run.json
         could not be written."""
         previous = self.run_dir.record.status
+        self.record(status=status, **fields)
+        if status != previous:
+            self.emit("status", status=status, previous=previous, error=self.run_dir.record.error)
+
+    def record(self, **fields: Any) -> None:
+        """Set fields of the run's record and write run.json. A full disk must not lose the news: the record in
+        memory (and so the dashboard) still has them, with a warning that run.json could not be written."""
         try:
-            self.run_dir.save(status=status, **fields)
+            self.run_dir.save(**fields)
         except OSError as exc:
             message = f"Could not write {self.run_dir.run_json} ({exc}); the run's status there may be stale."
             log.warning("jupyter-ft: %s", message)
             self.run_dir.record.warnings.append(message)
             self.emit("warning", message=message)
-        if status != previous:
-            self.emit("status", status=status, previous=previous, error=self.run_dir.record.error)
 
     def warn(self, message: str) -> None:
-        """A warning kept in run.json and shown by the dashboard."""
+        """A warning kept in run.json and shown by the dashboard (in memory too, when the disk is full)."""
         self.run_dir.record.warnings.append(message)
-        self.run_dir.save()
+        try:
+            self.run_dir.save()
+        except OSError:
+            pass
         self.emit("warning", message=message)
+
+    def write_line(self, append: Callable[[dict[str, Any]], None], entry: dict[str, Any]) -> None:
+        """A metrics or probes line: a full disk does not stop training. The line waits in memory and is
+        written first when there is room (the dashboard has it already); the run says so once."""
+        try:
+            append(entry)
+        except OSError as exc:
+            if not self._write_failed:
+                self._write_failed = True
+                self.warn(f"Could not write to {self.path} ({exc}); metrics are kept in memory and written when "
+                          "there is room again. Free some disk space.")
 
     def check_stop(self) -> None:
         """Raise :class:`StopRequested` between set-up phases when Stop was asked for."""
@@ -188,9 +212,11 @@ class Run:
         if self.poll_stop_request():
             self.set_status("stopped", finished_at=now())
             return
-        self.set_status("running", started_at=now(), error=None, traceback=None, pid=os.getpid())
+        self.set_status("running", started_at=now(), error=None, traceback=None, pid=os.getpid(),
+                        hostname=socket.gethostname())
         try:
-            recipe.train(self)
+            with Heartbeat(self):
+                recipe.train(self)
             self.set_status("stopped" if self._stop.is_set() else "finished", finished_at=now())
         except StopRequested:
             self.set_status("stopped", finished_at=now())
@@ -198,6 +224,9 @@ class Run:
             self.set_status("failed", finished_at=now(), error=recipe.explain_failure(exc, self.config),
                             traceback=traceback.format_exc())
         finally:
+            if self.run_dir.flush_pending():
+                self.warn(f"Some metrics lines could not be written to {self.path} (the disk is full); they are "
+                          "in this kernel's run.history only.")
             recipe.release(self)
             free_memory()
 

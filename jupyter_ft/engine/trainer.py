@@ -3,8 +3,13 @@ its callbacks (the run's own and the probes'), and none of the console printers.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..errors import NonFiniteLoss
 from ..probes import probe_callback
 from .callback import run_callback
 from .tracking import normalize_report_to
@@ -12,12 +17,17 @@ from .tracking import normalize_report_to
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
 
-__all__ = ["build_trainer", "training_arguments", "checkpointing_args", "make_collator"]
+__all__ = ["build_trainer", "trainer_class", "training_arguments", "checkpointing_args", "make_collator",
+           "STAGING_DIR"]
+
+# Where a checkpoint is written before it is renamed into ``checkpoints/checkpoint-N`` (a name the Trainer's
+# rotation and our resume never match): a kill mid-save leaves this folder, never a half checkpoint.
+STAGING_DIR = ".staging"
+_TRAINER_CLASS: type | None = None
 
 
 def build_trainer(run: "Run", model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
     """The Trainer that trains ``run``; sets ``run.probes`` and ``run.restores_best``."""
-    from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     has_eval = eval_ds is not None and len(eval_ds) > 0
@@ -25,7 +35,7 @@ def build_trainer(run: "Run", model: Any, tokenizer: Any, train_ds: Any, eval_ds
     run.restores_best = has_eval and pr.overfitting and pr.early_stop
     args = training_arguments(run, has_eval)
     run.probes = probe_callback(run) if (pr.overfitting and has_eval) or pr.forgetting else None
-    trainer = Trainer(
+    trainer = trainer_class()(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -34,9 +44,141 @@ def build_trainer(run: "Run", model: Any, tokenizer: Any, train_ds: Any, eval_ds
         processing_class=tokenizer,
         callbacks=[run_callback(run)] + ([run.probes] if run.probes is not None else []),
     )
+    trainer.jft_run = run
     for cb in (PrinterCallback, ProgressCallback):  # output from a thread lands in the wrong cell
         trainer.remove_callback(cb)
     return trainer
+
+
+def trainer_class() -> type:
+    """transformers' ``Trainer`` whose checkpoints are complete or absent (built on first use, so importing the
+    engine does not import transformers)."""
+    global _TRAINER_CLASS
+    if _TRAINER_CLASS is None:
+        from transformers import Trainer
+
+        _TRAINER_CLASS = type("RunTrainer", (NonFiniteGuardMixin, StagedCheckpointsMixin, Trainer), {})
+    return _TRAINER_CLASS
+
+
+# training.on_nonfinite: skip gives up after this many bad steps in a row: the model itself has gone bad
+MAX_SKIPPED_IN_A_ROW = 10
+
+
+class NonFiniteGuardMixin:
+    """``training.on_nonfinite``: a NaN or infinite training loss stops the run at that step, or skips its update.
+
+    The Trainer itself only hides such a loss from the logged average (``logging_nan_inf_filter``) and steps the
+    optimizer on the NaN gradients anyway, which turns every weight of the adapter into NaN: the run goes on
+    drawing a flat curve of nonsense. The check reads one number per micro-batch, which the Trainer's own filter
+    already synchronises on.
+    """
+
+    jft_run: Any = None  # the Run being trained (set by build_trainer)
+    state: Any
+    optimizer: Any
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        loss = super().training_step(*args, **kwargs)  # type: ignore[misc]
+        run = self.jft_run
+        if run is None or bool(torch.isfinite(loss.detach()).all()):
+            if run is not None and run.nonfinite_in_a_row and self.state.global_step + 1 > run.nonfinite_steps[-1]:
+                run.nonfinite_in_a_row = 0
+            return loss
+        step = self.state.global_step + 1  # the optimizer step this micro-batch belongs to
+        value = float(loss.detach().float().mean())
+        policy = run.config.training.on_nonfinite
+        advice = ("Lower training.learning_rate, keep training.max_grad_norm on (1.0), or check the data of that "
+                  "step; with fp16, bf16 (or fp32) avoids overflows.")
+        if policy == "stop":
+            raise NonFiniteLoss(f"The training loss was {value} at step {step} (training.on_nonfinite: stop); the "
+                                f"run stopped there and keeps its last checkpoint, from before. {advice}")
+        if not run.nonfinite_steps or run.nonfinite_steps[-1] != step:
+            run.nonfinite_steps.append(step)
+            run.nonfinite_in_a_row += 1
+            if len(run.nonfinite_steps) <= 3:
+                run.warn(f"step {step}: the training loss was {value}; that step's update was skipped "
+                         "(training.on_nonfinite: skip)." + (" Further skipped steps are counted in the summary."
+                                                             if len(run.nonfinite_steps) == 3 else ""))
+        if run.nonfinite_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise NonFiniteLoss(f"The training loss was not finite for {run.nonfinite_in_a_row} steps in a row, up to "
+                                f"step {step}: the model no longer trains. {advice}")
+        self.optimizer.zero_grad(set_to_none=True)  # this step's gradients are NaN: drop them, keep the weights
+        return loss  # the Trainer leaves it out of the logged average (logging_nan_inf_filter)
+
+
+class StagedCheckpointsMixin:
+    """Checkpoints written under a temporary name and renamed when complete.
+
+    The Trainer writes ``checkpoint-N`` in place: weights, then optimizer, scheduler and RNG state, then
+    ``trainer_state.json``; a kill in between leaves a folder that looks like a checkpoint and is not one. Here the
+    Trainer's own ``_save_checkpoint`` writes into ``checkpoints/.staging/`` (its output folder, for the length of
+    the call), and the finished folder is renamed into place (one ``rename``, atomic on a POSIX file system);
+    rotation (``save_total_limit``) then runs over the real folder, as the Trainer would have.
+    """
+
+    args: Any  # the Trainer's
+    state: Any
+    _staging: str | None = None
+
+    def _get_output_dir(self, trial: Any) -> str:
+        if self._staging is not None:
+            return self._staging
+        return super()._get_output_dir(trial)  # type: ignore[misc]
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        from transformers.trainer_utils import rotate_checkpoints
+
+        args, state = self.args, self.state
+        real = Path(self._get_output_dir(trial))
+        staging = real / STAGING_DIR
+        name = f"checkpoint-{state.global_step}"
+        if args.should_save and staging.exists():
+            shutil.rmtree(staging)  # what a kill mid-save left behind
+        self._staging = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        finally:
+            self._staging = None
+        if not args.should_save:  # another rank of a distributed run: rank 0 renames
+            return
+        written, final = staging / name, real / name
+        best = state.best_model_checkpoint
+        if best is not None and Path(best).parent == staging:  # the best is this step: name its real folder
+            state.best_model_checkpoint = str(real / Path(best).name)
+            state.save_to_json(str(written / "trainer_state.json"))
+        if final.exists():  # this step was saved before (a resume that stopped at once): the new one wins
+            shutil.rmtree(final)
+        os.replace(written, final)
+        with contextlib.suppress(OSError):
+            staging.rmdir()  # empty now; a folder left here means a save was cut short
+        rotate_checkpoints(output_dir=str(real), save_total_limit=args.save_total_limit,
+                           best_model_checkpoint=state.best_model_checkpoint, use_mtime=True)
+
+
+def restore_if_complete(trainer: Any, model: Any, checkpoint: Path) -> bool:
+    """When ``checkpoint`` is the run's last step, load its adapter weights and Trainer state and return True.
+
+    ``Trainer.train(resume_from_checkpoint=...)`` from a checkpoint at ``max_steps`` trains one step more than
+    asked (and logs it); a run cut off after its last step, in its final evaluation or save, only needs the
+    weights back to finish."""
+    from transformers import TrainerState
+
+    state_file = checkpoint / "trainer_state.json"
+    state = TrainerState.load_from_json(str(state_file))
+    if not state.max_steps or state.global_step < state.max_steps:
+        return False
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = checkpoint / "adapter_model.safetensors"
+    if not weights.is_file():
+        return False  # not an adapter checkpoint: let the Trainer load it
+    set_peft_model_state_dict(model, load_file(str(weights)))
+    trainer.state = state
+    return True
 
 
 def training_arguments(run: "Run", has_eval: bool) -> Any:

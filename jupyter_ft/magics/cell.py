@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 
 from ..config import ConfigError, FineTuneConfig, Loader, Problem
 from ..config.sweep_plan import SweepPlan, plan_sweep
-from ..config.yaml_io import YAMLValueError, plain_scalar
+from ..config.yaml_io import YAMLValueError, describe_error, plain_scalar
 
 __all__ = [
     "expand_variables",
@@ -119,13 +119,13 @@ def parse_body(body: str, namespace: dict[str, Any], name: str | None = None) ->
     try:
         data = yaml.load(text, Loader=Loader) if text.strip() else {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        where, problem = describe_error(exc, text)
         if isinstance(exc, YAMLValueError):  # parses, but too deep, an alias bomb, an unreadable scalar
-            raise UsageError(f"unusable YAML in the %%finetune cell at {where}: {exc.problem}. {exc.hint}; "
+            raise UsageError(f"unusable YAML in the %%finetune cell at {where}: {problem}. {exc.hint}; "
                              "nothing was launched.") from None
-        raise UsageError(f"invalid YAML in the %%finetune cell at {where}: "
-                         f"{getattr(exc, 'problem', exc)}; nothing was launched.") from None
+        raise UsageError(f"invalid YAML in the %%finetune cell at {where}: {problem}; nothing was launched.") from None
+    if data is None:  # only comments, or `~`: every field at its default, as FineTuneConfig.from_yaml reads it
+        data = {}
     if not isinstance(data, dict):
         raise UsageError("the %%finetune cell must be a YAML mapping of sections (model:, data:, training:, "
                          "...); nothing was launched. See %ft_help.")

@@ -157,11 +157,13 @@ class FineTuneMagics(Magics):
     @argument("run", nargs="?", default=None, help="run id or name (default: the last run)")
     @argument("--sweep", action="store_true",
               help="stop the last sweep: its current run, and cancel the runs still queued")
+    @argument("--root", default=None, help="run store directory (for a run trained by another process)")
     @line_magic
     def ft_stop(self, line: str) -> Any:
-        """Stop a run after its current optimizer step (it saves a checkpoint and the adapter)."""
+        """Stop a run after its current optimizer step (it saves a checkpoint and the adapter); a run trained by
+        another process (a worker, another kernel) is asked through its stop-request file."""
         args = parse_argstring(self.ft_stop, line)
-        print(stop_sweep(self.kernel) if args.sweep else stop_run(self.kernel, args.run))
+        print(stop_sweep(self.kernel) if args.sweep else stop_run(self.kernel, args.run, root=args.root))
         return None
 
     @magic_arguments()

@@ -91,7 +91,7 @@ class ProbeCallbackMixin:
             self.worst_forgetting = worst(self.worst_forgetting, forgetting["verdict"])
         rec = json.loads(json.dumps(rec, default=str))
         self.records.append(rec)
-        self.run.run_dir.append_probe(rec)
+        self.run.write_line(self.run.run_dir.append_probe, rec)
         self.run.emit("probe", **rec)
 
     def summary(self) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from ..config import DEFAULT_ROOT
 from ..store import ACTIVE, RunDir, RunStore
 from ..store.files import finite
 from ..version import __version__
-from .reading import TAIL, brief, config_schema, corrupt_run, find_run, live_facts, read_object, read_rows
+from .reading import TAIL, brief, config_schema, corrupt_run, find_run, live_facts, number, read_object, read_rows
 
 API = "jupyter-ft/api"
 # a run id is one path segment; what it may contain is RunStore.path_of's business (400 otherwise)
@@ -162,7 +161,7 @@ class _SeriesHandler(_Base):
         since = self.since()
         rd = self.open_run(run_id)
         rows = TAIL.read(self.series_path(rd), since)
-        steps = [r["step"] for r in rows if isinstance(r.get("step"), (int, float)) and math.isfinite(r["step"])]
+        steps = [r["step"] for r in rows if number(r.get("step"))]
         last = max(steps) if steps else since
         self.reply({"run_id": rd.record.id, "status": rd.record.status, "since": since, "last_step": last,
                     self.key: rows})

@@ -24,8 +24,8 @@ from ..probes.verdicts import worst  # the worst verdict seen so far, ranked as 
 from ..store import ACTIVE, CORRUPT, RunDir, RunRecord, RunStore
 from ..store.files import after_step, open_regular, parse_lines, read_json
 
-__all__ = ["JsonlTail", "TAIL", "brief", "config_schema", "corrupt_run", "find_run", "live_facts", "read_object",
-           "read_rows"]
+__all__ = ["JsonlTail", "MAX_NESTING", "TAIL", "brief", "config_schema", "corrupt_run", "find_run", "live_facts",
+           "number", "read_object", "read_rows", "shallow"]
 
 # config fields a run list shows without sending whole configs
 _LIST_CONFIG = {
@@ -39,10 +39,39 @@ _LIST_CONFIG = {
 }
 
 
+# How deep a record read from a run's file may nest to be sent (a metrics line nests 2, eval.json 3). A line
+# nested 500 deep parses, but the reply's cleaning and encoding recurse once or twice per level from deep in the
+# server's stack: a RecursionError there was a 500. Such a record reads as absent, like a line that is not JSON.
+MAX_NESTING = 64
+
+
+def shallow(obj: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether lists and mappings nest at most ``limit`` deep in ``obj`` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return False
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return True
+
+
+def number(value: Any) -> bool:
+    """A finite number (not a flag): ``math.isfinite`` of an int past 1.8e308 raises OverflowError, which was a
+    500 for a metrics line with such a step."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def read_object(path: Path) -> dict[str, Any] | None:
     """A run's JSON file (progress.json, eval.json) when it is a regular file holding an object, else None."""
     data = read_json(path)
-    return data if isinstance(data, dict) else None
+    return data if isinstance(data, dict) and shallow(data) else None
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -107,7 +136,10 @@ class JsonlTail:
             data = fh.read()
         except OSError:
             return offset
-        return offset + parse_lines(data, rows)
+        parsed: list[dict[str, Any]] = []
+        offset += parse_lines(data, parsed)
+        rows.extend(row for row in parsed if shallow(row))
+        return offset
 
 
 TAIL = JsonlTail()
@@ -132,13 +164,13 @@ def live_facts(rd: RunDir) -> dict[str, Any]:
         verdicts = {"overfitting": None, "forgetting": None}
         for row in TAIL.read(rd.probes_path):
             over, forget = row.get("overfitting"), row.get("forgetting")
-            if isinstance(over, dict):
-                verdicts["overfitting"] = worst(verdicts["overfitting"], over.get("status"))
-            if isinstance(forget, dict):
-                verdicts["forgetting"] = worst(verdicts["forgetting"], forget.get("verdict"))
+            # a verdict is a word: a list or a mapping there (a hand-edited line) is no verdict, not a TypeError
+            if isinstance(over, dict) and isinstance(over.get("status"), str):
+                verdicts["overfitting"] = worst(verdicts["overfitting"], over["status"])
+            if isinstance(forget, dict) and isinstance(forget.get("verdict"), str):
+                verdicts["forgetting"] = worst(verdicts["forgetting"], forget["verdict"])
     if best is None and record.get("status") in ACTIVE:
-        losses = [m["eval_loss"] for m in TAIL.read(rd.metrics_path)
-                  if isinstance(m.get("eval_loss"), (int, float)) and math.isfinite(m["eval_loss"])]
+        losses = [m["eval_loss"] for m in TAIL.read(rd.metrics_path) if number(m.get("eval_loss"))]
         best = min(losses) if losses else None
     return {"progress": read_object(rd.progress_path), "verdicts": verdicts, "best_eval_loss": best}
 

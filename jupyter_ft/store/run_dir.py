@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Protocol, runtime_checkable
 
@@ -17,13 +19,20 @@ from ..errors import RunStoreError
 from .files import append_jsonl, dumps, now, read_json, read_jsonl, write_json_atomic
 from .record import ACTIVE, RunRecord
 
-__all__ = ["RunDir", "RunRef", "PROGRESS_FILE", "STOP_REQUEST_FILE"]
+__all__ = ["RunDir", "RunRef", "PROGRESS_FILE", "STOP_REQUEST_FILE", "HEARTBEAT_SECONDS", "STALE_SECONDS"]
 
 # Two small files of a run directory for the lab extension: the training thread's live progress (step,
 # max_steps, ETA; rewritten about once a second), and a stop request the server writes for a run that
 # lives in a kernel thread (the training callback honours it at the next step, like Run.stop()).
 PROGRESS_FILE = "progress.json"
 STOP_REQUEST_FILE = "stop-request.json"
+# The worker training a run stamps progress.json every HEARTBEAT_SECONDS, from a thread of its own, so that it
+# beats through a long step, an evaluation or a model load. A reader calls the worker dead when the beat is older
+# than STALE_SECONDS: on this host only when the pid says alive but the beat stopped (the pid was reused, or the
+# process is frozen); on another host, where no pid can be checked, the beat is all there is, and clocks differ,
+# so it waits five times as long.
+HEARTBEAT_SECONDS = 5.0
+STALE_SECONDS = 60.0
 
 
 @runtime_checkable
@@ -49,6 +58,8 @@ class RunDir:
         self.path = Path(path)
         self.record = record
         self._lock = threading.Lock()  # Stop (main thread) and the trainer may save at the same moment
+        self._progress_lock = threading.Lock()
+        self._pending: dict[Path, list[dict[str, Any]]] = {}  # lines a full disk held back, per file
 
     # the RunRef protocol
     @property
@@ -136,10 +147,32 @@ class RunDir:
 
     # ------------------------------------------------------------ the other files of a run
     def append_metrics(self, entry: dict[str, Any]) -> None:
-        """One logged step (train or eval) as a line of ``metrics.jsonl``."""
-        append_jsonl(self.metrics_path, entry)
+        """One logged step (train or eval) as a line of ``metrics.jsonl`` (see :meth:`_append`)."""
+        self._append(self.metrics_path, entry)
 
     log_metrics = append_metrics
+
+    def _append(self, path: Path, entry: dict[str, Any]) -> None:
+        """Append a line, after the lines an earlier write could not (a full disk): those wait, in order, in
+        memory, and go first when there is room again. ``OSError`` still reaches the caller, which says so once."""
+        pending = self._pending.setdefault(path, [])
+        pending.append(entry)
+        self._flush(path)
+
+    def _flush(self, path: Path) -> None:
+        pending = self._pending.get(path) or []
+        while pending:
+            append_jsonl(path, pending[0])
+            pending.pop(0)
+
+    def flush_pending(self) -> int:
+        """Write the lines a full disk held back; returns how many are still waiting."""
+        for path in list(self._pending):
+            try:
+                self._flush(path)
+            except OSError:
+                pass
+        return sum(len(v) for v in self._pending.values())
 
     def supersede_after(self, step: int) -> int:
         """Drop the metrics and probe lines logged after ``step`` (the checkpoint a resume starts from): the
@@ -161,15 +194,25 @@ class RunDir:
         return dropped
 
     def append_probe(self, entry: dict[str, Any]) -> None:
-        """One probe measurement as a line of ``probes.jsonl``."""
-        append_jsonl(self.probes_path, entry)
+        """One probe measurement as a line of ``probes.jsonl`` (see :meth:`_append`)."""
+        self._append(self.probes_path, entry)
 
     def probes(self) -> list[dict[str, Any]]:
         return read_jsonl(self.probes_path)
 
     def write_progress(self, progress: dict[str, Any]) -> None:
-        """``progress.json``, the worker's heartbeat for readers in other processes (the lab's sidebar)."""
-        write_json_atomic(self.progress_path, progress)
+        """``progress.json``, the worker's heartbeat for readers in other processes (the lab's sidebar, a new
+        kernel's ``%ft_runs``): the progress plus when (``heartbeat``), which process and which host wrote it."""
+        beat = dict(progress, heartbeat=time.time(), pid=os.getpid(), hostname=socket.gethostname())
+        with self._progress_lock:  # the callback and the heartbeat thread write it
+            write_json_atomic(self.progress_path, beat)
+
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the worker last stamped ``progress.json`` (None when it never did)."""
+        beat = (self.progress() or {}).get("heartbeat")
+        if not isinstance(beat, (int, float)) or isinstance(beat, bool):
+            return None
+        return max(0.0, time.time() - float(beat))
 
     def progress(self) -> dict[str, Any] | None:
         data = read_json(self.progress_path)

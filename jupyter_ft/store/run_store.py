@@ -17,7 +17,7 @@ from ..errors import RunNotFound, RunStateError, RunStoreError
 from ..runtime import registry
 from .record import ACTIVE, CORRUPT, RUN_ID, RunRecord
 from .files import open_regular
-from .run_dir import RunDir
+from .run_dir import STALE_SECONDS, RunDir
 
 __all__ = ["RunStore"]
 
@@ -39,6 +39,20 @@ def _pid_alive(pid: int | None) -> bool:
         return state not in ("Z", "X")
     except (OSError, IndexError):
         return True
+
+
+def _worker_gone(rd: RunDir) -> bool:
+    """Whether the worker of an active run is proven gone. On this host: this process owns the run but no thread
+    of it trains it any more, or the pid is dead (zombies count as dead), or the pid lives but the heartbeat
+    stopped (the pid was reused). On another host: the heartbeat stopped long ago; with no heartbeat at all
+    nothing is proven, and the run keeps its status."""
+    record = rd.record
+    age = rd.heartbeat_age() if record.status != "queued" else None  # a queued run has not begun to beat
+    if record.hostname in (None, socket.gethostname()):
+        if record.pid == os.getpid() or not _pid_alive(record.pid):
+            return True
+        return age is not None and age > STALE_SECONDS
+    return age is not None and age > 5 * STALE_SECONDS
 
 
 class RunStore:
@@ -119,14 +133,12 @@ class RunStore:
         return self.open(run_id).record
 
     def _mark_interrupted(self, rd: RunDir) -> None:
-        """A run still 'running' whose process is gone was cut off (kernel restart, crash, disconnect): say so
+        """A run still 'running' whose worker is gone was cut off (kernel restart, crash, disconnect): say so
         in its run.json, so that every reader, in any process, sees the same status."""
         record = rd.record
         if record.status not in ACTIVE or record.id in registry.live_run_ids():
             return
-        same_host = record.hostname in (None, socket.gethostname())
-        # this process owns it but no thread runs it any more, or its process is gone
-        if same_host and (record.pid == os.getpid() or not _pid_alive(record.pid)):
+        if _worker_gone(rd):
             try:
                 rd.save(status="interrupted")
             except OSError:  # a read-only store: the status is still right for this reader

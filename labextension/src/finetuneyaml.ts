@@ -419,7 +419,7 @@ export function findConfigProblems(text: string, schema: IFinetuneSchema): IKeyP
   };
 
   for (const node of keyTree(text)) {
-    if (node.key in sections) {
+    if (sectionNames.includes(node.key)) { // not `in`: a key such as `constructor` is no section
       if (node.isMap) {
         checkFields(node.key, node);
       }
@@ -434,7 +434,7 @@ export function findConfigProblems(text: string, schema: IFinetuneSchema): IKeyP
     const [head, ...rest] = node.key.split('.');
     const known = [...sectionNames, 'sweep'];
     let message = `unknown section '${node.key}'. `;
-    if (rest.length && head in sections) {
+    if (rest.length && sectionNames.includes(head)) {
       message += `Dotted keys are for sweep: only; write '${head}:' with '${rest.join('.')}:' indented under it`;
     } else if (owners.has(node.key)) {
       message += `'${node.key}' belongs under ${orList(owners.get(node.key) || [], ':')}`;

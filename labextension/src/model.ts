@@ -72,10 +72,16 @@ const BADGE_KIND: { [status: string]: string } = {
   corrupt: 'error'
 };
 
+/** ``table[key]`` when it is an entry of the table itself: a status or verdict such as ``constructor`` or
+ * ``__proto__`` (run data) must not pick a CSS class from Object.prototype. */
+function ownEntry(table: { [key: string]: string }, key: string): string | undefined {
+  return Object.prototype.hasOwnProperty.call(table, key) ? table[key] : undefined;
+}
+
 /** The badge of a status: its label and a CSS class (``jft-badge jft-badge-<kind>``). */
 export function statusBadge(status: string | null | undefined): IBadge {
   const label = status || 'unknown';
-  const kind = BADGE_KIND[label] || 'neutral';
+  const kind = ownEntry(BADGE_KIND, label) || 'neutral';
   return { label, className: `jft-badge jft-badge-${kind}` };
 }
 
@@ -150,7 +156,8 @@ export function statusBarText(run: IRunSummary | null): string {
 
 /** A loss with three significant digits (``0.0123``, ``1.23``, ``12.3``); an em dash when missing. */
 export function formatLoss(value: number | null | undefined): string {
-  if (value === null || value === undefined || !isFinite(value)) {
+  if (typeof value !== 'number' || !isFinite(value)) {
+    // also a string from a hand-edited run.json ("0.5"), which has no toPrecision
     return '—';
   }
   return Number(value.toPrecision(3)).toString();
@@ -205,7 +212,7 @@ export function verdictBadges(verdicts: IVerdicts | null | undefined): IBadge[] 
     if (!value) {
       return;
     }
-    const kind = VERDICT_KIND[value] || 'neutral';
+    const kind = ownEntry(VERDICT_KIND, value) || 'neutral';
     out.push({ label: `${what}: ${value}`, className: `jft-verdict jft-badge-${kind}` });
   };
   add('overfitting', verdicts.overfitting);

@@ -12,6 +12,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ...errors import RunStateError
+from ...store import ACTIVE
 from ..lookup import KernelRuns, open_in
 from .finetune import follow
 
@@ -26,13 +27,18 @@ def stop_sweep(kernel: KernelRuns) -> str:
     return f"stopping sweep {kernel.last_sweep.id}: the current run after its step; the queued runs are cancelled"
 
 
-def stop_run(kernel: KernelRuns, ref: str | None) -> str:
-    """Ask a run of this kernel to stop after its current step; the line to print."""
+def stop_run(kernel: KernelRuns, ref: str | None, *, root: str | None = None) -> str:
+    """Ask a run to stop after its current step; the line to print."""
     from ...engine import Run
 
-    run = kernel.resolve(ref)
+    run = open_in(root, ref) if root else kernel.resolve(ref)
     if not isinstance(run, Run):
-        raise RunStateError(f"run {run.record.id} is not training in this kernel (status: {run.record.status})")
+        if run.record.status not in ACTIVE:
+            raise RunStateError(f"run {run.record.id} is not training (status: {run.record.status})")
+        # trained by another process (a worker, another kernel): the request file reaches it, as the lab's Stop
+        run.request_stop(by="%ft_stop")
+        where = f"process {run.record.pid} on {run.record.hostname or 'this host'}"
+        return f"asked {run.record.id} ({where}) to stop after its current step…"
     run.stop()
     return f"stopping {run.id} after the current step…"
 
