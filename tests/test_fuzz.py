@@ -1032,16 +1032,6 @@ run_values = st.recursive(run_scalars, lambda kids: st.lists(kids, max_size=3) |
 hostile = st.one_of(run_scalars, run_scalars, st.sampled_from(HUGE_INTS[:7]), run_values)  # mostly one value
 
 
-def no_huge_heartbeat(obj: Any) -> Any:
-    """KNOWN STORE BUG (jupyter_ft/store, not fixed here; see the fuzz report): ``RunDir.heartbeat_age`` does
-    ``float(beat)``, which raises OverflowError for an int heartbeat past 1.8e308 in progress.json, so a
-    ``running`` run with such a file lists as ``corrupt`` and ``heartbeat_age()`` raises. Such heartbeats are left
-    out of the generated progress files until the store is fixed; nothing else is."""
-    if isinstance(obj, dict) and beyond_float(obj.get("heartbeat")):
-        return {**obj, "heartbeat": 0}
-    return obj
-
-
 verdicts = st.fixed_dictionaries({}, optional={"status": hostile, "verdict": hostile, "gap": hostile})
 RECORD_SHAPES: dict[str, dict[str, Any]] = {
     # run.json: a record a live process trains (so the readers look into its files), or anything else
@@ -1073,8 +1063,6 @@ def file_bytes(draw: st.DrawFn, name: str) -> bytes | None:
                                      "odd"]))
         if kind == "record":  # the file's own keys, each holding anything: what reaches the readers' code
             value = draw(st.fixed_dictionaries({}, optional=RECORD_SHAPES[name]))
-            if name == "progress.json":
-                value = no_huge_heartbeat(value)
             return json.dumps(value).encode("utf-8", "surrogatepass")
         if kind == "bytes":
             return draw(st.binary(max_size=200))
@@ -1085,15 +1073,9 @@ def file_bytes(draw: st.DrawFn, name: str) -> bytes | None:
             return b'{"step": 1, "x": ' + b'{"a": ' * depth + b"1" + b"}" * depth + b"}"
         if kind == "odd":
             odd = [b"", b"\n", b"{}", b"[]", b"null", b"NaN", b"-Infinity", b"\xef\xbb\xbf{}", b'{"a": 1', b"\x00\x00",
-                   b"\xff\xfe{\x00}\x00", b'{"step": 1e999}']
-            if name != "run.json":
-                # KNOWN STORE BUG (see the report): RunStore.open lets json's ValueError for an int past 4300
-                # digits out (it catches JSONDecodeError only), so a run.json never holds one here until it is fixed
-                odd.append(b'{"step": ' + b"9" * 4400 + b"}")
+                   b"\xff\xfe{\x00}\x00", b'{"step": 1e999}', b'{"step": ' + b"9" * 4400 + b"}"]
             return draw(st.sampled_from(odd))
         value = draw(run_values if kind == "json" else st.dictionaries(json_keys, run_values, max_size=6))
-        if name == "progress.json":
-            value = no_huge_heartbeat(value)
         return json.dumps(value).encode("utf-8", "surrogatepass")  # NaN and Infinity bare, as Python writes them
 
     if draw(st.integers(0, 4)) == 3:
@@ -1108,11 +1090,8 @@ def file_bytes(draw: st.DrawFn, name: str) -> bytes | None:
 def run_roots(draw: st.DrawFn) -> list[dict[str, bytes | None]]:
     """One to three runs, each file of each replaced by generated content (or removed).
 
-    KNOWN STORE BUG (jupyter_ft/store, not fixed here; see the fuzz report): a run directory without a run.json
-    sends ``RunStore.list()`` into a recursion (``open`` builds its RunNotFound message from ``self.list()``, which
-    opens that directory again), which reopens every other run at each of ~1000 levels, and never ends with two
-    such directories. So a run.json is never removed here (an empty one, a corrupt record, takes its place) until
-    the store is fixed."""
+    A run.json is never removed here (an empty one, a corrupt record, takes its place), so that every directory
+    is a run the listing must show; directories without a record are tested in test_store.py."""
     runs = [{name: draw(file_bytes(name)) for name in RUN_FILES if draw(st.integers(0, 5)) != 3}
             for _ in range(draw(st.integers(1, 3)))]
     for files in runs:

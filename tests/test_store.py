@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_ft.errors import RunStoreError
 from jupyter_ft.store import RunStore, append_jsonl, read_jsonl, write_json_atomic
 
 
@@ -314,3 +315,32 @@ def test_the_heartbeat_thread_stamps_progress_while_nothing_else_writes(tmp_path
     assert beat["heartbeat"] > first and beat["step"] == 7 and beat["max_steps"] == 9
     assert beat["pid"] == os.getpid() and beat["hostname"] == socket.gethostname()
     assert rd.heartbeat_age() < 10
+
+
+def test_run_directories_without_a_record_never_hang_the_listing(tmp_path: Path) -> None:
+    """A kill between mkdir and the first save leaves a run directory without run.json; two of them sent open()
+    (whose message listed the runs) and list() into a recursion without end."""
+    store = RunStore(tmp_path)
+    good = store.create({}, "good")
+    for name in ("20261201-000000-a-0001", "20261201-000001-b-0002"):
+        (tmp_path / name).mkdir()
+    assert [r.id for r in store.list()] == [good.id]
+    with pytest.raises(KeyError, match=good.id):
+        store.open("20261201-000000-a-0001")
+
+
+def test_an_int_past_float_range_as_heartbeat_is_no_heartbeat(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    rd = store.create({}, "huge-beat")
+    rd.progress_path.write_text('{"heartbeat": 1' + "0" * 400 + "}")
+    assert rd.heartbeat_age() is None
+    assert store.entry(rd.id).record.status != "corrupt"  # its record is fine; only the beat is nonsense
+
+
+def test_a_record_with_an_int_past_4300_digits_is_corrupt_not_a_crash(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    rd = store.create({}, "huge-int")
+    rd.run_json.write_text('{"a": ' + "9" * 4400 + "}")
+    with pytest.raises(RunStoreError, match="not valid JSON"):
+        store.open(rd.id)
+    assert [r.status for r in store.list()] == ["corrupt"]

@@ -6,6 +6,7 @@ a note, a stop request, an evaluation), so each file has one code path that writ
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -212,7 +213,11 @@ class RunDir:
         beat = (self.progress() or {}).get("heartbeat")
         if not isinstance(beat, (int, float)) or isinstance(beat, bool):
             return None
-        return max(0.0, time.time() - float(beat))
+        try:
+            age = time.time() - float(beat)
+        except OverflowError:  # an int past a float's range: not a time
+            return None
+        return max(0.0, age) if math.isfinite(age) else None
 
     def progress(self) -> dict[str, Any] | None:
         data = read_json(self.progress_path)

@@ -95,7 +95,9 @@ class RunStore:
         (not a link, even to another run) with a run.json, ``RunStoreError`` when that record is unreadable."""
         path = self.path_of(run_id)
         if (self.root / run_id).is_symlink() or not (path / "run.json").is_file():
-            known = ", ".join(r.id for r in self.list()[:5]) or "none"
+            # named from the directories, not from list(): list() opens each run, and a second directory without
+            # a run.json (a kill between mkdir and the first save) would send the two into a recursion without end
+            known = ", ".join(self._run_names()[:5]) or "none"
             raise RunNotFound(f"no run '{run_id}' under {self.root} (latest: {known})")
         if (path / "run.json").is_symlink():
             raise RunStoreError(f"{path / 'run.json'} is a link; a run's record must be a file in its directory")
@@ -105,7 +107,7 @@ class RunStore:
         try:
             with fh:
                 data = json.loads(fh.read())
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, an int past 4300 digits
             raise RunStoreError(f"{path / 'run.json'} is not valid JSON ({type(exc).__name__}: {exc})") from None
         if not isinstance(data, dict):
             raise RunStoreError(f"{path / 'run.json'} is not a run record (a JSON object)")
@@ -115,6 +117,15 @@ class RunStore:
         rd = RunDir(path, record)
         self._mark_interrupted(rd)
         return rd
+
+    def _run_names(self) -> builtins.list[str]:
+        """Names of the root's run directories (a run.json inside), newest id first; opens no record."""
+        try:
+            names = os.listdir(self.root)
+        except OSError:
+            return []
+        return sorted((n for n in names if RUN_ID.fullmatch(n) and not (self.root / n).is_symlink()
+                       and (self.root / n / "run.json").is_file()), reverse=True)
 
     def find(self, ref: str) -> RunDir:
         """A run by id, else the newest run of that name; ``RunNotFound`` names the latest runs otherwise."""
