@@ -141,3 +141,56 @@ def test_sigterm_is_a_stop_and_kill_9_reads_interrupted_then_resumes(tiny_model_
     assert proc.returncode == 0, err
     assert store.load(run_dir.name).status == "finished"
     assert train_steps(run_dir) == list(range(1, 61))  # every step once, across a stop, a kill and two resumes
+
+
+# The fault suite's faults, injected into a worker process (the patch is made in the child, before main()).
+CHILD = """
+import errno, math, os, sys
+from pathlib import Path
+import torch
+from jupyter_ft.engine.trainer import trainer_class
+from jupyter_ft.worker import main
+
+cls, fault = trainer_class(), os.environ["FAULT"]
+compute_loss, save_optimizer = cls.compute_loss, cls._save_optimizer_and_scheduler
+
+def bad_loss(self, model, inputs, *args, **kwargs):
+    loss = compute_loss(self, model, inputs, *args, **kwargs)
+    if self.state.global_step + 1 == 5:
+        if fault == "nan":
+            return loss * math.nan
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return loss
+
+def full_disk(self, output_dir):
+    if self.state.global_step == 6:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(output_dir) / "optimizer.pt"))
+    save_optimizer(self, output_dir)
+
+if fault in ("nan", "oom"):
+    cls.compute_loss = bad_loss
+else:
+    cls._save_optimizer_and_scheduler = full_disk
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("fault, message", [("nan", "at step 5"), ("oom", "Out of memory with"),
+                                            ("disk-full-checkpoint", "The disk is full")])
+def test_faults_in_a_worker_process_end_failed_with_the_reason_and_keep_the_checkpoint(
+        tiny_model_dir: Path, tmp_path: Path, fault: str, message: str) -> None:
+    import reliability
+
+    root = tmp_path / "runs"
+    run_dir = create(tiny_model_dir, root, max_steps=8)
+    env = dict(os.environ, OMP_NUM_THREADS="1", FAULT=fault)
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(run_dir)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stderr  # failed: the reason is in run.json, not a crash of the process
+    record = RunStore(root).load(run_dir.name)
+    assert record.status == "failed" and message in record.error and record.traceback
+    assert RunStore(root).open(run_dir.name).last_checkpoint().name == "checkpoint-3"
+    assert not (run_dir / "checkpoints" / "checkpoint-6").exists()
+    assert train_steps(run_dir)[:4] == [1, 2, 3, 4]
+    reliability.fault(f"worker:{fault}")
