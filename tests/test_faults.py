@@ -22,22 +22,14 @@ import reliability
 from jupyter_ft.engine.trainer import STAGING_DIR, trainer_class
 from jupyter_ft.runtime.registry import active_run
 from jupyter_ft.store import RunStore, read_jsonl
+from tiny_runs import tiny_run_config
 
 pytestmark = pytest.mark.reliability
 
 
 def make_config(model_dir: Path, root: Path, probes: bool = False, **training: Any) -> dict:
-    t = {"max_steps": 8, "batch_size": 4, "logging_every": 1, "eval_every": 3, "save_every": 3,
-         "learning_rate": 1e-3}
-    t.update(training)
-    return {
-        "model": {"name": str(model_dir)},
-        "data": {"source": "demo:support_tickets", "max_length": 128, "eval_split": 0.05},
-        "lora": {"r": 4, "alpha": 8},
-        "training": t,
-        "probes": {"overfitting": probes, "forgetting": False},
-        "output": {"root": str(root)},
-    }
+    return tiny_run_config(model_dir, root, probes={"overfitting": probes, "forgetting": False},
+                           **{"max_steps": 8, **training})
 
 
 @pytest.fixture()

@@ -12,19 +12,11 @@ import pytest
 import jupyter_ft
 from jupyter_ft.store import RunStore, read_jsonl
 from jupyter_ft.runtime.registry import active_run
+from tiny_runs import tiny_run_config
 
 
 def make_config(model_dir: Path, root: Path, **training) -> dict:
-    t = {"max_steps": 6, "batch_size": 4, "logging_every": 1, "eval_every": 3, "save_every": 3,
-         "learning_rate": 1e-3}
-    t.update(training)
-    return {
-        "model": {"name": str(model_dir)},
-        "data": {"source": "demo:support_tickets", "max_length": 128, "eval_split": 0.05},
-        "lora": {"r": 4, "alpha": 8},
-        "training": t,
-        "output": {"root": str(root)},
-    }
+    return tiny_run_config(model_dir, root, **training)
 
 
 @pytest.fixture()

@@ -15,20 +15,11 @@ import pytest
 
 from jupyter_ft.config import FineTuneConfig
 from jupyter_ft.store import RunStore, read_jsonl
+from tiny_runs import tiny_run_config
 
 
 def make_config(model_dir: Path, root: Path, **training: Any) -> FineTuneConfig:
-    t = {"max_steps": 6, "batch_size": 4, "logging_every": 1, "eval_every": 3, "save_every": 3,
-         "learning_rate": 1e-3}
-    t.update(training)
-    return FineTuneConfig.from_dict({
-        "model": {"name": str(model_dir)},
-        "data": {"source": "demo:support_tickets", "max_length": 128, "eval_split": 0.05},
-        "lora": {"r": 4, "alpha": 8},
-        "training": t,
-        "probes": {"forgetting": False},
-        "output": {"root": str(root)},
-    })
+    return FineTuneConfig.from_dict(tiny_run_config(model_dir, root, probes={"forgetting": False}, **training))
 
 
 def create(model_dir: Path, root: Path, **training: Any) -> Path:
