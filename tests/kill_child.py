@@ -91,7 +91,7 @@ def install(point: str, marker: str | os.PathLike[str], at: int) -> None:
 
         real_save = RunDir.save_adapter
 
-        def save_adapter(self: Any, model: Any, tokenizer: Any) -> None:
+        def save_adapter(self: Any, model: Any, tokenizer: Any, save: Any = None) -> None:
             real_weights = model.save_pretrained
 
             def weights_then_hang(path: Any, *args: Any, **kwargs: Any) -> None:
@@ -99,7 +99,7 @@ def install(point: str, marker: str | os.PathLike[str], at: int) -> None:
                 hang(target, {"point": point, "partial": str(path)})
 
             model.save_pretrained = weights_then_hang  # this model only: the real method calls it
-            real_save(self, model, tokenizer)
+            real_save(self, model, tokenizer, save=save)
 
         RunDir.save_adapter = save_adapter  # type: ignore[method-assign]
 

@@ -12,6 +12,7 @@ import yaml
 
 from jupyter_ft.config import (
     BUILTIN_MODEL,
+    ComputeConfig,
     ConfigError,
     DataConfig,
     FineTuneConfig,
@@ -25,6 +26,7 @@ from jupyter_ft.config import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+EXPERT = REPO / "examples" / "compute"  # the pass-through files for experts (compute.deepspeed_config, ...)
 
 
 def problems_of(data=None, **overrides) -> list[str]:
@@ -195,7 +197,7 @@ def non_default_config() -> FineTuneConfig:
                         eval_split=0.25, max_length=1024, packing=True, completion_only_loss=False,
                         system_prompt="Answer in one word.", eval_source="data/eval.jsonl"),
         lora=LoraSettings(r=8, alpha=24, dropout=0.0, target_modules=["q_proj", "v_proj"]),
-        quantization=QuantizationConfig(method="8bit", double_quant=False),
+        quantization=QuantizationConfig(method="none", double_quant=False, quant_storage="bfloat16"),
         training=TrainingConfig(learning_rate=1e-5, epochs=3.0, max_steps=200, batch_size=4, grad_accum=2,
                                 warmup=10, scheduler="cosine_with_restarts", weight_decay=0.01,
                                 max_grad_norm=0.5, seed=7, eval_every=20, save_every=40, logging_every=1,
@@ -205,12 +207,16 @@ def non_default_config() -> FineTuneConfig:
         probes=ProbesConfig(overfitting=False, patience=3, rise_threshold=0.2, gap_ratio=2.0, early_stop=True,
                             forgetting=False, forgetting_items=64, forgetting_every=3, kl_prompts=16, kl_mild=0.05,
                             kl_severe=0.3, loglik_mild=0.1, loglik_severe=0.5, probe_file="probes/mine.jsonl"),
+        compute=ComputeConfig(launcher="accelerate", processes=2, devices=[0, 1], strategy="deepspeed", zero_stage=3,
+                              offload="cpu", nodes=2, node_rank=1, rdzv_endpoint="10.0.0.1:29500",
+                              deepspeed_config=str(EXPERT / "zero3_offload.json"),
+                              accelerate_config=str(EXPERT / "accelerate_two_nodes.yaml")),
     )
 
 
 def test_non_default_config_differs_from_defaults_in_every_field():
     config, default = non_default_config().validate(), FineTuneConfig()
-    for section in ("model", "data", "lora", "quantization", "training", "output", "probes"):
+    for section in ("model", "data", "lora", "quantization", "training", "output", "probes", "compute"):
         for key, value in vars(getattr(config, section)).items():
             assert value != getattr(getattr(default, section), key), f"{section}.{key} is still the default"
 
@@ -227,7 +233,7 @@ def test_to_yaml_round_trips(config):
 def test_to_yaml_keeps_section_order_and_floats():
     text = non_default_config().to_yaml()
     assert [line for line in text.splitlines() if not line.startswith(" ")] == [
-        "model:", "data:", "lora:", "quantization:", "training:", "output:", "probes:"
+        "model:", "data:", "lora:", "quantization:", "training:", "output:", "probes:", "compute:"
     ]
     assert isinstance(yaml.safe_load(text)["training"]["learning_rate"], float)
 
@@ -331,8 +337,8 @@ BAD = [
                                        "Choose one of: auto, alpaca, chat, prompt_completion, text"),
     # unknown sections and keys
     ({"trainig": {}}, "trainig: unknown key. Did you mean 'training'?"),
-    ({"optimizer": {}}, "optimizer: unknown key. Known keys: data, lora, model, output, probes, quantization, training"),
-    ({1: 2}, "1: unknown key. Known keys: data, lora, model, output, probes, quantization, training"),
+    ({"optimizer": {}}, "optimizer: unknown key. Known keys: compute, data, lora, model, output, probes, quantization, training"),
+    ({1: 2}, "1: unknown key. Known keys: compute, data, lora, model, output, probes, quantization, training"),
     ({"training": {"learning_rat": 1e-4}}, "training.learning_rat: unknown key. Did you mean 'learning_rate'?"),
     ({"training": {"lr": 1e-4}}, "training.lr: unknown key. Known keys: batch_size, epochs, eval_every, grad_accum, "
                                  "gradient_checkpointing, learning_rate, logging_every, max_grad_norm, max_steps, "

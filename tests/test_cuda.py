@@ -275,3 +275,52 @@ def test_base_and_tuned_answers_on_cuda_share_one_model(tiny_model_dir: Path, tm
     assert evaluation.release_model()
     allocated, _free = settle()
     assert allocated < 64 * MiB
+
+
+# --------------------------------------------------------------------------- compute: on a real GPU
+def _launched(tiny_model_dir: Path, tmp_path: Path, compute: dict[str, Any], **training: Any) -> Path:
+    from jupyter_ft.config import FineTuneConfig
+    from tiny_runs import tiny_run_config
+
+    data = tiny_run_config(tiny_model_dir, tmp_path / "runs", probes={"forgetting": False}, **training)
+    data["compute"] = compute
+    return RunStore(tmp_path / "runs").create(FineTuneConfig.from_dict(data).to_dict(), "gpu").path
+
+
+def test_a_process_run_holds_no_gpu_memory_in_the_kernel(tiny_model_dir: Path, tmp_path: Path) -> None:
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    run = jupyter_ft.finetune(make_config(tiny_model_dir, tmp_path / "runs").replace(
+        **{"compute.launcher": "process"}))
+    assert run.wait(600) == "finished", run.error
+    assert torch.cuda.memory_allocated() == before  # trained in another process; it gave everything back there
+    assert run.summary["peak_gpu_memory"] > 0  # and it did train on the GPU
+
+
+@pytest.mark.parametrize("compute", [
+    {"launcher": "torchrun", "processes": 1, "strategy": "deepspeed", "zero_stage": 2},
+    {"launcher": "torchrun", "processes": 1, "strategy": "deepspeed", "zero_stage": 3, "offload": "cpu"},
+    {"launcher": "torchrun", "processes": 1, "strategy": "fsdp"},
+], ids=["zero2", "zero3-offload", "fsdp-4bit"])
+def test_sharded_strategies_train_stop_and_resume_on_one_gpu(tiny_model_dir: Path, tmp_path: Path,
+                                                             compute: dict[str, Any]) -> None:
+    import subprocess
+    import sys
+
+    if compute["strategy"] == "deepspeed":
+        pytest.importorskip("deepspeed")
+    run_dir = _launched(tiny_model_dir, tmp_path, compute, max_steps=12, save_every=100)
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter_ft.launch", str(run_dir)])
+    store = RunStore(tmp_path / "runs")
+    deadline = time.monotonic() + 600
+    while (store.open(run_dir.name).progress() or {}).get("step", 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    store.open(run_dir.name).request_stop("test")
+    proc.wait(600)
+    assert store.load(run_dir.name).status == "stopped"
+    run = jupyter_ft.resume(run_dir.name, root=tmp_path / "runs")
+    assert run.wait(600) == "finished", run.error
+    losses = [m["eval_loss"] for m in read_jsonl(run_dir / "metrics.jsonl") if "eval_loss" in m]
+    assert losses[-1] < losses[0]
+    steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl") if "loss" in m]
+    assert steps == sorted(set(steps)) and steps[-1] == 12

@@ -20,6 +20,8 @@ from jupyter_ft.config import (
 from jupyter_ft.widgets.clipboard import ClipboardButton
 from jupyter_ft.widgets.form import ConfigForm
 
+EXPERT = Path(__file__).resolve().parents[1] / "examples" / "compute"
+
 # Every field differs from its default (checked below), so the round trip covers every widget kind.
 NON_DEFAULT = {
     "model": {"name": "HuggingFaceTB/SmolLM2-360M-Instruct", "revision": "main", "trust_remote_code": True},
@@ -35,7 +37,7 @@ NON_DEFAULT = {
         "eval_source": "data/eval.jsonl",
     },
     "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]},
-    "quantization": {"method": "8bit", "double_quant": False},
+    "quantization": {"method": "none", "double_quant": False, "quant_storage": "bfloat16"},
     "training": {
         "learning_rate": 3e-5,
         "epochs": 2.5,
@@ -72,6 +74,12 @@ NON_DEFAULT = {
         "loglik_severe": 0.5,
         "probe_file": "probes/mine.jsonl",
     },
+    "compute": {
+        "launcher": "accelerate", "processes": 2, "devices": [0, 1], "strategy": "deepspeed", "zero_stage": 3,
+        "offload": "cpu", "nodes": 2, "node_rank": 1, "rdzv_endpoint": "10.0.0.1:29500",
+        "deepspeed_config": str(EXPERT / "zero3_offload.json"),
+        "accelerate_config": str(EXPERT / "accelerate_two_nodes.yaml"),
+    },
 }
 
 
@@ -95,7 +103,7 @@ def problem_text(**overrides) -> list[str]:
 def test_every_field_of_every_section_has_a_widget():
     form = ConfigForm()
     assert sorted(form.fields) == sorted(all_paths())
-    assert form.sections.titles == ("Model", "Data", "LoRA", "Quantization", "Training", "Output", "Probes")
+    assert form.sections.titles == ("Model", "Data", "LoRA", "Quantization", "Training", "Output", "Probes", "Compute")
     assert len(form.sections.children) == len(dataclasses.fields(FineTuneConfig))
     assert all(isinstance(form.errors_html[path], W.HTML) for path in form.fields)
     f = form.fields

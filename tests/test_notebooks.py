@@ -154,3 +154,20 @@ def test_colab_notebook_executes_with_the_cpu_override(tmp_path: Path, monkeypat
     assert "finished" in text_of(cell_with(nb, "run.wait()"))
     assert "exact_match" in text_of(cell_with(nb, "%ft_eval"))
     assert (tmp_path / "smollm2-1.7b-tickets-adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_scale_out_notebook_executes_two_ranks_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/04_scale_out.ipynb with JUPYTER_FT_SMOKE=1: torchrun, 2 gloo ranks of the offline SmolLM2-135M."""
+    monkeypatch.setenv("JUPYTER_FT_SMOKE", "1")
+    monkeypatch.setenv("JUPYTER_FT_MAX_STEPS", "4")
+    monkeypatch.setenv("JUPYTER_FT_DASHBOARD", "static")
+    nb = read_example("04_scale_out.ipynb")
+    execute(nb, tmp_path, timeout=900)
+    assert not errors_of(nb)
+    dry = text_of(cell_with(nb, "%%finetune --dry-run"))
+    assert "torch.distributed.run --nproc_per_node 2" in dry and "memory per process" in dry
+    assert "finished" in text_of(cell_with(nb, "run.wait()"))
+    launch = text_of(cell_with(nb, "launch['command']"))
+    assert "'world_size': 2" in launch and "'examples_per_step': 8" in launch and "rank-1.log" in launch
+    assert "exact_match" in text_of(cell_with(nb, "%ft_eval"))

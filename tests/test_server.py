@@ -498,9 +498,12 @@ def test_stop_needs_the_token(post, live):
 def test_stop_writes_the_request_file_of_an_active_run(post, raw_get, live):
     code, body = post(f"runs/{live.record.id}/stop")
     assert code == 202, body
-    assert json.loads(body) == {"run_id": live.record.id, "status": "running", "requested": True}
+    assert json.loads(body) == {"run_id": live.record.id, "status": "running", "requested": True, "forced": False}
     request = json.loads((live.path / STOP_REQUEST_FILE).read_text())
-    assert request["requested_at"] and request["by"]
+    assert request["requested_at"] and request["by"] and request["force"] is False
+    code, body = post(f"runs/{live.record.id}/stop")  # pressed again: a launch's supervisor ends its processes
+    assert code == 202 and json.loads(body)["forced"] is True
+    assert json.loads((live.path / STOP_REQUEST_FILE).read_text())["force"] is True
     code, _ = raw_get(f"runs/{live.record.id}/stop")  # GET is not a way to stop
     assert code == 405
 

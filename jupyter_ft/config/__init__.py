@@ -10,6 +10,7 @@ from ..errors import ConfigError, Problem
 from .choices import BUILTIN_MODEL, COLUMN_ROLES, DATA_FORMATS, DEFAULT_ROOT, OPTIMIZERS, QUANT_METHODS, SCHEDULERS
 from .schema import (
     SECTIONS,
+    ComputeConfig,
     DataConfig,
     FineTuneConfig,
     LoraSettings,
@@ -23,6 +24,6 @@ from .yaml_io import Dumper, Loader
 
 __all__ = [
     "BUILTIN_MODEL", "COLUMN_ROLES", "DATA_FORMATS", "DEFAULT_ROOT", "OPTIMIZERS", "QUANT_METHODS", "SCHEDULERS",
-    "SECTIONS", "ConfigError", "DataConfig", "Dumper", "FineTuneConfig", "Loader", "LoraSettings", "ModelConfig",
+    "SECTIONS", "ComputeConfig", "ConfigError", "DataConfig", "Dumper", "FineTuneConfig", "Loader", "LoraSettings", "ModelConfig",
     "OutputConfig", "Problem", "ProbesConfig", "QuantizationConfig", "TrainingConfig",
 ]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Mapping
 from ..errors import Problem
 from .checks import (check_bool, check_int, check_number, check_seed, check_str, choice_problem, finite, key_text,
                      unknown_key)
+from .compute import compute_problems
 from .trackers import report_to_problems
 from .choices import BUILTIN_MODEL, DATA_FORMATS, NONFINITE_POLICIES, OPTIMIZERS, QUANT_METHODS, SCHEDULERS, COLUMN_ROLES
 
@@ -61,6 +62,7 @@ def config_problems(config: "FineTuneConfig") -> list[Problem]:
     if q.method not in QUANT_METHODS:
         p.append(choice_problem("quantization.method", q.method, QUANT_METHODS))
     check_bool(p, "quantization.double_quant", q.double_quant)
+    p += compute_problems(config)  # compute: and what it asks of quantization and the batch
 
     check_number(p, "training.learning_rate", t.learning_rate, lo=0.0, strict_lo=True, hi=1.0,
                   hint="LoRA usually trains well between 1e-5 and 1e-3")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .api import finetune, resume
 from .events import Event, EventHandler, Subscribers
+from .process_run import ProcessRun, follow
 from .run import Run
 
-__all__ = ["Event", "EventHandler", "Run", "Subscribers", "finetune", "resume"]
+__all__ = ["Event", "EventHandler", "ProcessRun", "Run", "Subscribers", "finetune", "follow", "resume"]

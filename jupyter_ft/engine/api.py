@@ -6,6 +6,7 @@ import os
 from typing import Any, Mapping
 
 from ..config import DEFAULT_ROOT, FineTuneConfig
+from ..config.choices import PROCESS_LAUNCHERS
 from ..errors import RunStateError
 from ..runtime import registry
 from ..store import ACTIVE, RunDir, RunStore
@@ -28,6 +29,8 @@ def coerce_config(config: FineTuneConfig | str | Mapping[str, Any] | None, overr
 def finetune(config: FineTuneConfig | str | Mapping[str, Any] | None = None, *, wait: bool = False,
              **overrides: Any) -> Run:
     """Start a QLoRA run in the background thread and return its ``Run`` at once (or when done, ``wait=True``).
+    With ``compute.launcher: process | torchrun | accelerate | deepspeed`` the run trains in processes of its own
+    instead (a :class:`~jupyter_ft.engine.process_run.ProcessRun`, followed from the run directory).
 
     ``config`` is a ``FineTuneConfig``, a YAML string or a dict; ``overrides`` use ``section__field``
     keys (``training__learning_rate=1e-4``). The run is recorded before anything can fail, so even a
@@ -36,7 +39,14 @@ def finetune(config: FineTuneConfig | str | Mapping[str, Any] | None = None, *, 
     cfg = coerce_config(config, overrides)
     store = RunStore(cfg.output.root)
     rd = store.create(cfg.to_dict(), cfg.output.name)
-    run = Run(cfg, rd).start()
+    if cfg.compute.launcher in PROCESS_LAUNCHERS:  # processes of its own, which outlive this kernel
+        from .launch import launch_plan
+        from .process_run import ProcessRun
+
+        rd.save(launch=launch_plan(cfg, rd.path).to_dict())
+        run: Run = ProcessRun(cfg, rd).start()
+    else:
+        run = Run(cfg, rd).start()
     if wait:
         run.wait()
     return run
@@ -49,6 +59,12 @@ def resume(run_id: str, *, root: str | os.PathLike[str] = DEFAULT_ROOT, wait: bo
     A run directory may come from someone else: its ``model.trust_remote_code`` is never taken from disk. Pass
     ``trust_remote_code=True`` to allow the model repository's own code for this resume."""
     run = prepare_resume(RunStore(root).find(run_id), trust_remote_code=trust_remote_code)
+    if run.config.compute.launcher in PROCESS_LAUNCHERS:  # under the launcher it started with
+        from .process_run import ProcessRun
+
+        resumed = ProcessRun(run.config, run.run_dir, resume_from=run.resume_from)
+        resumed.history, resumed.progress = run.history, run.progress
+        run = resumed
     run.start()
     if wait:
         run.wait()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ..runtime import distributed
+
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
 
@@ -38,6 +40,8 @@ class RunCallbackMixin:
         self.last_loss_step = 0  # the step of the last logged train loss
         self.progress_written = 0.0
         self.gpu_total: int | None = None
+        # the global batch (per-device batch x accumulation x world size): the same for 1 and N processes
+        self.examples_per_step = run.examples_per_step
         if run.device == "cuda":
             self.gpu_total = _card_size()
 
@@ -75,7 +79,11 @@ class RunCallbackMixin:
         self.run.progress = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
                              "elapsed": elapsed, "eta": eta, **self._gpu_memory()}
         self.run.emit("progress", **self.run.progress)
-        stopping = self.run.poll_stop_request()
+        # every rank stops at this same step: rank 0's request (or any rank's signal) reaches all through the
+        # process group, never through each rank reading a file of its own (another node may not share it)
+        stopping = distributed.agree_any(self.run.poll_stop_request())
+        if stopping and not self.run.stop_asked:
+            self.run.stop()
         if stopping or left <= 0 or time.perf_counter() - self.progress_written >= 1.0:
             self._write_progress(self.run.progress)
         if stopping:
@@ -109,6 +117,7 @@ class RunCallbackMixin:
             if seconds > 0 and tokens > self.last_tokens:
                 entry["tokens_per_s"] = (tokens - self.last_tokens) / seconds
             entry["tokens_seen"] = tokens
+            entry["examples_per_step"] = self.examples_per_step
             self.last_time, self.last_tokens, self.eval_seconds = now_t, tokens, 0.0
         entry.pop("num_input_tokens_seen", None)
         self.run.history.append(entry)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..config import FineTuneConfig
 from ..errors import RunNotFound, RunStateError
-from ..runtime import registry
-from ..store import RunStore
+from ..runtime import distributed, registry
+from ..store import ReplicaRunDir, RunDir, RunRecord, RunStore, read_json
 from .api import prepare_resume
 from .run import Run
 
@@ -29,6 +29,8 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool = False, trust
     if not (where / "run.json").is_file():
         raise RunNotFound(f"{where} is not a run directory (it has no run.json); pass the folder of one run, "
                           "e.g. ft_runs/20261201-120000-my-run-1a2b")
+    if not distributed.is_main():
+        return _replica(where, resume=resume, trust_remote_code=trust_remote_code)
     rd = RunStore(where.parent).open(where.name)
     if resume:
         return prepare_resume(rd, trust_remote_code=trust_remote_code)
@@ -36,6 +38,23 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool = False, trust
         raise RunStateError(f"run {rd.id} started before (it is {rd.record.status}); continue it with --resume, or "
                             "start a new run")
     return Run(FineTuneConfig.from_record(rd.record.config, trust_remote_code=trust_remote_code), rd)
+
+
+def _replica(where: Path, *, resume: bool, trust_remote_code: bool) -> Run:
+    """The ``Run`` of a rank other than 0: the same config and checkpoint, read without judging or changing the
+    record (rank 0 may already be writing it), and a run directory it never writes."""
+    data = read_json(where / "run.json")
+    if not isinstance(data, dict):
+        raise RunNotFound(f"{where / 'run.json'} could not be read as a run record")
+    rd = ReplicaRunDir.of(RunDir(where, RunRecord.from_dict(data, run_id=where.name)))
+    checkpoint = rd.last_checkpoint() if resume else None
+    if resume and checkpoint is None:
+        raise RunStateError(f"run {rd.id} has no checkpoint to resume from")
+    config = FineTuneConfig.from_record(rd.record.config, trust_remote_code=trust_remote_code)
+    run = Run(config, rd, resume_from=str(checkpoint) if checkpoint is not None else None)
+    if resume:
+        run.history = rd.metrics()
+    return run
 
 
 def execute_here(run: Run) -> str:

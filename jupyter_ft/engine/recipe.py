@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from .. import data as data_mod
 from .. import models
 from ..config import FineTuneConfig
+from ..config.compute import topology
 from ..errors import InsufficientMemory
+from ..runtime import distributed
 from ..runtime.environment import environment
 from ..runtime.memory import is_out_of_memory, model_slot
 from . import trainer as trainer_setup
@@ -73,7 +75,9 @@ def train(run: "Run") -> None:
             evaluated = [h for h in state.log_history if "eval_loss" in h]
             if not evaluated or evaluated[-1].get("step") != state.global_step:
                 trainer.evaluate()
-        rd.save_adapter(model, tokenizer)
+        # FSDP / ZeRO-3: the weights are sharded; the Trainer's save_model gathers them on every rank
+        sharded = distributed.world_size() > 1 and topology(cfg).shards_parameters
+        rd.save_adapter(model, tokenizer, save=trainer.save_model if sharded else None)
         run.record(summary=summarize(run, state))  # the adapter is saved: a full disk now must not fail the run
 
 
@@ -154,6 +158,8 @@ def summarize(run: "Run", state: Any) -> dict[str, Any]:
         "adapter": str(run.run_dir.adapter_dir),
         "probes": run.probes.summary() if run.probes is not None else None,
         "skipped_steps": list(run.nonfinite_steps),  # training.on_nonfinite: skip
+        "world_size": distributed.world_size(),
+        "examples_per_step": run.examples_per_step,
         **peak_gpu_memory(run.device),
     }
 

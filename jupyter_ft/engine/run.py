@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import FineTuneConfig
 from ..errors import StopRequested
-from ..runtime import registry
+from ..runtime import distributed, registry
 from ..runtime.memory import free_memory
 from ..runtime.output import capture_output_parent, route_output
 from ..store import RunDir, now
@@ -53,6 +53,8 @@ class Run:
         self.restores_best = False  # early stop: the final model is the best checkpoint, not the last step
         self.nonfinite_steps: list[int] = []  # steps whose update training.on_nonfinite: skip dropped
         self.nonfinite_in_a_row = 0
+        # the global batch: examples per optimizer step, whatever the world size (the launch splits it)
+        self.examples_per_step = int(config.training.batch_size) * int(config.training.grad_accum)
         self._subscribers = Subscribers()
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -192,8 +194,10 @@ class Run:
                           "there is room again. Free some disk space.")
 
     def check_stop(self) -> None:
-        """Raise :class:`StopRequested` between set-up phases when Stop was asked for."""
-        if self.poll_stop_request():
+        """Raise :class:`StopRequested` between set-up phases when Stop was asked for. Not in a launch of many
+        ranks: one rank leaving on its own would leave the others waiting for it; they stop together at the end
+        of the first step instead."""
+        if distributed.world_size() == 1 and self.poll_stop_request():
             raise StopRequested()
 
     def poll_stop_request(self) -> bool:
@@ -209,7 +213,7 @@ class Run:
         from . import recipe
 
         route_output(self._output_parent)
-        if self.poll_stop_request():
+        if distributed.world_size() == 1 and self.poll_stop_request():
             self.set_status("stopped", finished_at=now())
             return
         self.set_status("running", started_at=now(), error=None, traceback=None, pid=os.getpid(),

@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..config.compute import split_global_batch, topology
 from ..errors import NonFiniteLoss
 from ..probes import probe_callback
+from ..runtime import distributed
 from .callback import run_callback
 from .tracking import normalize_report_to
 
@@ -45,9 +47,24 @@ def build_trainer(run: "Run", model: Any, tokenizer: Any, train_ds: Any, eval_ds
         callbacks=[run_callback(run)] + ([run.probes] if run.probes is not None else []),
     )
     trainer.jft_run = run
+    check_strategy(run, trainer)
     for cb in (PrinterCallback, ProgressCallback):  # output from a thread lands in the wrong cell
         trainer.remove_callback(cb)
     return trainer
+
+
+def check_strategy(run: "Run", trainer: Any) -> None:
+    """Refuse to train with another strategy than the one asked for: accelerate falls back to DDP without a word
+    where it cannot shard (FSDP on a CPU), and a run that was meant to fit by sharding would then run out of
+    memory, or pass a test it should not."""
+    wanted = topology(run.config).strategy
+    if wanted not in ("fsdp", "deepspeed"):
+        return
+    got = ("deepspeed" if getattr(trainer, "is_deepspeed_enabled", False) else
+           "fsdp" if getattr(trainer, "is_fsdp_enabled", False) else "ddp")
+    if got != wanted:
+        raise RuntimeError(f"compute.strategy is {wanted}, but the Trainer set up {got} on this machine "
+                           f"({run.device or 'cpu'}); use compute.strategy: {got}, or a machine where {wanted} runs.")
 
 
 def trainer_class() -> type:
@@ -83,7 +100,9 @@ class NonFiniteGuardMixin:
 
         loss = super().training_step(*args, **kwargs)  # type: ignore[misc]
         run = self.jft_run
-        if run is None or bool(torch.isfinite(loss.detach()).all()):
+        # every rank decides the same (any rank's NaN is every rank's: the gradients are averaged over them all)
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if run is None or not distributed.agree_any(not finite):
             if run is not None and run.nonfinite_in_a_row and self.state.global_step + 1 > run.nonfinite_steps[-1]:
                 run.nonfinite_in_a_row = 0
             return loss
@@ -137,11 +156,13 @@ class StagedCheckpointsMixin:
         name = f"checkpoint-{state.global_step}"
         if args.should_save and staging.exists():
             shutil.rmtree(staging)  # what a kill mid-save left behind
+        distributed.barrier()  # no rank writes into the staging folder before rank 0 has emptied it
         self._staging = str(staging)
         try:
             super()._save_checkpoint(model, trial)  # type: ignore[misc]
         finally:
             self._staging = None
+        distributed.barrier()  # every rank's part (its RNG state, its shard) is written before the rename
         if not args.should_save:  # another rank of a distributed run: rank 0 renames
             return
         written, final = staging / name, real / name
@@ -196,12 +217,15 @@ def training_arguments(run: "Run", has_eval: bool) -> Any:
                      "greater_is_better": False}
     # a container's low memory may have split each batch into micro-batches (MemoryEstimate.plan):
     # the same examples per optimizer step, accumulated
-    micro = int(plan.micro_batch_size or t.batch_size)
+    micro, accum = int(plan.micro_batch_size or t.batch_size), t.grad_accum * plan.grad_accum_factor
+    world = distributed.world_size()
+    if world > 1:  # the config's batch is the global one: split over the ranks, the same examples per step
+        micro, accum = split_global_batch(t.batch_size, t.grad_accum, world) or (t.batch_size, t.grad_accum)
     return TrainingArguments(
         output_dir=str(run.run_dir.checkpoints_dir),
         per_device_train_batch_size=micro,
         per_device_eval_batch_size=micro,
-        gradient_accumulation_steps=t.grad_accum * plan.grad_accum_factor,
+        gradient_accumulation_steps=accum,
         learning_rate=t.learning_rate,
         num_train_epochs=float(t.epochs),
         max_steps=t.max_steps if t.max_steps is not None else -1,
@@ -234,7 +258,37 @@ def training_arguments(run: "Run", has_eval: bool) -> Any:
         dataloader_num_workers=0,
         label_names=["labels"],
         **best_args,
+        **strategy_args(run),
     )
+
+
+def strategy_args(run: "Run") -> dict[str, Any]:
+    """``compute.strategy`` as the Trainer's own arguments: DDP (the default of a launch), FSDP, or DeepSpeed
+    ZeRO (the user's JSON file, or one built from ``zero_stage`` and ``offload`` with the Trainer's "auto"
+    values, so batch, accumulation, clipping and precision come from the same arguments as without it)."""
+    if distributed.world_size() == 1 and run.config.compute.launcher not in ("torchrun", "accelerate", "deepspeed"):
+        return {}
+    c = run.config.compute
+    strategy = topology(run.config).strategy
+    if strategy == "deepspeed":
+        if c.deepspeed_config:
+            return {"deepspeed": str(Path(c.deepspeed_config).expanduser())}
+        zero: dict[str, Any] = {"stage": c.zero_stage}
+        if c.offload == "cpu":
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": run.device == "cuda"}
+            if c.zero_stage == 3:
+                zero["offload_param"] = {"device": "cpu", "pin_memory": run.device == "cuda"}
+        if c.zero_stage == 3:
+            zero["stage3_gather_16bit_weights_on_model_save"] = True  # the adapter is saved whole
+        return {"deepspeed": {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto",
+                              "gradient_accumulation_steps": "auto", "train_batch_size": "auto",
+                              "gradient_clipping": "auto", "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}}}
+    if strategy == "fsdp":
+        return {"fsdp": "full_shard auto_wrap" + (" offload" if c.offload == "cpu" else ""),
+                "fsdp_config": {"fsdp_version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                "cpu_ram_efficient_loading": False, "reshard_after_forward": True}}
+    # DDP: every LoRA weight takes part in every step; no search for unused parameters
+    return {"ddp_find_unused_parameters": False}
 
 
 def checkpointing_args(args_cls: type, enabled: bool) -> dict[str, Any]:

@@ -8,13 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..config import FineTuneConfig
+from ..config.compute import topology
+from ..runtime import distributed
 from . import bnb, hardware
 from .resolve import ResolvedModel
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["apply_lora", "load_base_model", "load_tokenizer", "quantization_config"]
+__all__ = ["apply_lora", "device_map", "load_base_model", "load_tokenizer", "quant_storage", "quantization_config"]
 
 
 def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False) -> Any:
@@ -40,10 +42,34 @@ def quantization_config(config: FineTuneConfig, compute_dtype: torch.dtype) -> A
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=config.quantization.double_quant,
             bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_quant_storage=quant_storage(config, compute_dtype),
         )
     if method == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
+
+
+def quant_storage(config: FineTuneConfig, compute_dtype: "torch.dtype") -> "torch.dtype":
+    """``quantization.quant_storage``: ``auto`` is the compute dtype where parameters are sharded (FSDP, ZeRO-3
+    shard tensors of one dtype) and bitsandbytes' packed ``uint8`` everywhere else."""
+    import torch
+
+    name = config.quantization.quant_storage
+    if name == "auto":
+        return compute_dtype if topology(config).shards_parameters else torch.uint8
+    return getattr(torch, name)
+
+
+def device_map(config: FineTuneConfig, device: str, quantized: bool) -> Any:
+    """Where ``from_pretrained`` puts the weights: this rank's own GPU in a launch (each rank would otherwise
+    load onto GPU 0), nothing for an unquantized model whose parameters FSDP or ZeRO-3 will shard and place."""
+    if device == "cpu" and not quantized:
+        return None
+    if device == "cuda" and distributed.world_size() > 1:
+        if topology(config).shards_parameters and not quantized:
+            return None
+        return {"": distributed.local_rank()}
+    return {"": device}
 
 
 def load_base_model(config: FineTuneConfig, resolved: ResolvedModel, device: str, compute_dtype: torch.dtype) -> Any:
@@ -61,7 +87,7 @@ def load_base_model(config: FineTuneConfig, resolved: ResolvedModel, device: str
             trust_remote_code=config.model.trust_remote_code,
             dtype=compute_dtype,
             quantization_config=qconfig,
-            device_map={"": device} if (qconfig is not None or device != "cpu") else None,
+            device_map=device_map(config, device, qconfig is not None),
         )
     finally:
         if bars:

@@ -12,6 +12,8 @@ import json
 import time
 from typing import Any
 
+from ..config.compute import topology
+from ..runtime import distributed
 from .forgetting import ForgettingProbe
 from .overfitting import OverfittingProbe
 from .verdicts import worst
@@ -47,6 +49,19 @@ class ProbeCallbackMixin:
         self.stopped_early_at: int | None = None
         self.last_overfitting: dict[str, Any] | None = None
         self.last_forgetting: dict[str, Any] | None = None
+        # Under a launch, forgetting is measured on rank 0 while the others wait at a barrier (a DDP replica
+        # holds the whole model); under FSDP or ZeRO-3 a forward needs every rank's shard, so all ranks measure.
+        self.sharded = distributed.world_size() > 1 and topology(run.config).shards_parameters
+
+    def _measure_forgetting(self) -> dict[str, Any] | None:
+        assert self.forgetting is not None
+        if self.sharded or distributed.is_main():
+            result = self.forgetting.measure(self.run.model)
+        else:
+            result = None
+        if not self.sharded:
+            distributed.barrier()
+        return result
 
     # ------------------------------------------------------------ hooks
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -54,16 +69,18 @@ class ProbeCallbackMixin:
             t0 = time.perf_counter()
             self.forgetting = ForgettingProbe.from_config(self.run.tokenizer, self.cfg,
                                                           seed=self.run.config.training.seed)
-            self._record(state, forgetting=self.forgetting.measure(self.run.model), start=True)
+            self._record(state, forgetting=self._measure_forgetting(), start=True)
             self.seconds += time.perf_counter() - t0
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         t0 = time.perf_counter()
         self.evaluations += 1
         over = self.overfitting.verdict(self.run.history) if self.overfitting is not None else None
-        if (over is not None and self.overfitting is not None and self.cfg.early_stop
-                and state.global_step < state.max_steps and self.overfitting.should_stop(over)
-                and not control.should_training_stop):
+        stop_early = (over is not None and self.overfitting is not None and self.cfg.early_stop
+                      and state.global_step < state.max_steps and self.overfitting.should_stop(over)
+                      and not control.should_training_stop)
+        # decided once, for every rank (each has the same gathered losses; the process group makes it certain)
+        if distributed.agree_any(stop_early) and over is not None:
             control.should_training_stop = True
             self.stopped_early_at = state.global_step
             over["early_stop"] = {"step": state.global_step, "restore_step": over["best_step"]}
@@ -73,7 +90,7 @@ class ProbeCallbackMixin:
         # every `forgetting_every` evaluations, and always at the last one, so the final verdict is current
         last = state.global_step >= state.max_steps or control.should_training_stop
         if self.forgetting is not None and (self.evaluations % self.cfg.forgetting_every == 0 or last):
-            forget = self.forgetting.measure(self.run.model)
+            forget = self._measure_forgetting()
         self.seconds += time.perf_counter() - t0
         self._record(state, overfitting=over, forgetting=forget)
 

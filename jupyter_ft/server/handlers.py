@@ -132,12 +132,13 @@ class StopHandler(_Base):
         if status not in ACTIVE:
             raise tornado.web.HTTPError(409, "run %r is %s: only a queued or running run can be stopped",
                                         run_id, status)
+        again = rd.stop_request() is not None  # Stop pressed twice: a launch's supervisor ends its processes
         try:
-            rd.request_stop(by="jupyter-ft lab extension")
+            rd.request_stop(by="jupyter-ft lab extension", force=again)
         except OSError as exc:
             raise tornado.web.HTTPError(500, "could not write the stop request of run %r: %s", run_id, exc) from None
         self.set_status(202)
-        self.reply({"run_id": rd.record.id, "status": status, "requested": True})
+        self.reply({"run_id": rd.record.id, "status": status, "requested": True, "forced": again})
 
 
 class SchemaHandler(_Base):

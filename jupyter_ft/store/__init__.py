@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from .files import append_jsonl, dumps, now, read_json, read_jsonl, strict, write_json_atomic
 from .record import ACTIVE, CORRUPT, RUN_ID, STATUSES, TERMINAL, RunRecord
-from .run_dir import HEARTBEAT_SECONDS, PROGRESS_FILE, STALE_SECONDS, STOP_REQUEST_FILE, RunDir, RunRef
+from .run_dir import HEARTBEAT_SECONDS, PROGRESS_FILE, STALE_SECONDS, STOP_REQUEST_FILE, ReplicaRunDir, RunDir, RunRef
 from .run_store import RunStore
 
-__all__ = ["ACTIVE", "CORRUPT", "HEARTBEAT_SECONDS", "PROGRESS_FILE", "STALE_SECONDS", "RUN_ID", "STATUSES", "STOP_REQUEST_FILE", "TERMINAL", "RunDir", "RunRecord", "RunRef",
+__all__ = ["ACTIVE", "CORRUPT", "HEARTBEAT_SECONDS", "PROGRESS_FILE", "STALE_SECONDS", "RUN_ID", "STATUSES", "STOP_REQUEST_FILE", "TERMINAL", "ReplicaRunDir", "RunDir", "RunRecord", "RunRef",
            "RunStore", "append_jsonl", "dumps", "now", "strict", "read_json", "read_jsonl", "write_json_atomic"]

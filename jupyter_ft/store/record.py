@@ -46,6 +46,9 @@ class RunRecord:
     tags: list[str] = field(default_factory=list)
     notes: str = ""
     sweep: dict[str, Any] | None = None  # {id, index, total, method, params} for a run of a sweep
+    # compute: how the run was launched: {launcher, strategy, world_size, processes, nodes, command,
+    # supervisor_pid, examples_per_step, ...}; empty for a run of the kernel's thread
+    launch: dict[str, Any] = field(default_factory=dict)
     tracking: dict[str, Any] = field(default_factory=dict)  # {"mlflow": {run_id, tracking_uri, experiment_id}}
 
     @classmethod

@@ -223,9 +223,17 @@ class RunDir:
         data = read_json(self.progress_path)
         return data if isinstance(data, dict) else None
 
-    def request_stop(self, by: str) -> None:
-        """Ask whoever trains this run to stop after its current step (any process may ask)."""
-        write_json_atomic(self.stop_request_path, {"requested_at": now(), "by": by})
+    def request_stop(self, by: str, *, force: bool = False) -> None:
+        """Ask whoever trains this run to stop after its current step (any process may ask). ``force``: a second
+        Stop; the launch's supervisor then ends the run's processes at once instead of waiting for the step."""
+        write_json_atomic(self.stop_request_path, {"requested_at": now(), "by": by, "force": bool(force)})
+
+    def stop_request(self) -> dict[str, Any] | None:
+        """The pending stop request (who asked, when, whether forced), or None."""
+        if not self.stop_request_path.exists():
+            return None
+        data = read_json(self.stop_request_path)
+        return data if isinstance(data, dict) else {}
 
     def stop_requested(self) -> bool:
         return self.stop_request_path.exists()
@@ -273,15 +281,20 @@ class RunDir:
                 cands.append((int(m.group(1)), p))
         return max(cands)[1] if cands else None
 
-    def save_adapter(self, model: Any, tokenizer: Any) -> None:
+    def save_adapter(self, model: Any, tokenizer: Any, save: Any = None) -> None:
         """The final adapter, complete or absent: written beside ``adapter/`` and renamed into place, so a kill
-        mid-save leaves the previous adapter (or none), never old config beside partial weights."""
+        mid-save leaves the previous adapter (or none), never old config beside partial weights. ``save(path)``
+        writes the weights instead of ``model.save_pretrained`` (the Trainer's ``save_model``, which gathers
+        the shards of FSDP or ZeRO-3 from every rank)."""
         tmp = self.path / ".adapter.tmp"
         old = self.path / ".adapter.old"
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover)
-        model.save_pretrained(tmp)
+        if save is not None:
+            save(str(tmp))
+        else:
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if self.adapter_dir.exists():
             os.replace(self.adapter_dir, old)
@@ -296,3 +309,41 @@ def _complete_checkpoint(path: Path, step: int) -> bool:
     weights = [path / name for name in ("adapter_model.safetensors", "model.safetensors", "adapter_model.bin",
                                         "pytorch_model.bin")]
     return any(w.is_file() and w.stat().st_size > 0 for w in weights) or any(path.glob("model-*.safetensors"))
+
+
+class ReplicaRunDir(RunDir):
+    """The run directory as a rank other than 0 of a launch sees it: it reads the run's files (its config, a
+    resumed run's dataset and checkpoint) and writes none of them. Rank 0 is the one writer, so N ranks never
+    race on ``run.json`` or log a step N times; what this rank records stays in its memory (and its own
+    ``logs/rank-N.log``)."""
+
+    @classmethod
+    def of(cls, rd: RunDir) -> "ReplicaRunDir":
+        return cls(rd.path, rd.record)
+
+    def save(self, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self.record, key, value)
+
+    def _append(self, path: Path, entry: dict[str, Any]) -> None:
+        pass
+
+    def supersede_after(self, step: int) -> int:
+        return 0
+
+    def write_progress(self, progress: dict[str, Any]) -> None:
+        pass
+
+    def clear_stop_request(self) -> None:
+        pass
+
+    def write_eval(self, rows: Iterable[dict[str, Any]], info: dict[str, Any]) -> None:
+        pass
+
+    def save_dataset(self, train: Any, eval: Any = None, raw_eval: Any = None) -> None:
+        pass
+
+    def save_adapter(self, model: Any, tokenizer: Any, save: Any = None) -> None:
+        if save is not None:  # a sharded model: every rank takes part in gathering it; rank 0 writes
+            save(str(self.path / ".adapter.tmp"))

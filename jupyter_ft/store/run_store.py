@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config.choices import DEFAULT_ROOT
+from ..config.choices import DEFAULT_ROOT, PROCESS_LAUNCHERS
 from ..errors import RunNotFound, RunStateError, RunStoreError
 from ..runtime import registry
 from .record import ACTIVE, CORRUPT, RUN_ID, RunRecord
@@ -47,6 +47,15 @@ def _worker_gone(rd: RunDir) -> bool:
     stopped (the pid was reused). On another host: the heartbeat stopped long ago; with no heartbeat at all
     nothing is proven, and the run keeps its status."""
     record = rd.record
+    compute = record.config.get("compute")
+    launcher = record.launch.get("launcher") or (compute.get("launcher") if isinstance(compute, dict) else None)
+    if record.status == "queued" and launcher in PROCESS_LAUNCHERS:
+        # a launch whose ranks have not begun (they load the model): its supervisor is what lives, once it
+        # has said so; before that nothing is proven
+        supervisor = record.launch.get("supervisor_pid")
+        if supervisor is None or record.launch.get("hostname") not in (None, socket.gethostname()):
+            return False
+        return not _pid_alive(supervisor)
     age = rd.heartbeat_age() if record.status != "queued" else None  # a queued run has not begun to beat
     if record.hostname in (None, socket.gethostname()):
         if record.pid == os.getpid() or not _pid_alive(record.pid):

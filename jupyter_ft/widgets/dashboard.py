@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import DEFAULT_ROOT
-from ..store import RunDir, RunStore
+from ..config.choices import PROCESS_LAUNCHERS
+from ..store import ACTIVE, RunDir, RunStore
 from ..views.dashboard_state import ALL_PARTS, DashboardState
 from ..views.figures import build_figure
 from ..views.format import ema
@@ -207,4 +208,10 @@ def _resolve_source(source: object) -> tuple["Run | None", RunDir]:
     live = active_run()
     if live is not None and live.id == rd.record.id:
         return live, live.run_dir
+    # one that processes of its own train (started by this kernel, another one, or a shell): follow its files
+    if rd.record.status in ACTIVE and rd.record.launch.get("launcher") in PROCESS_LAUNCHERS:
+        from ..engine import follow
+
+        followed = follow(rd)
+        return followed, followed.run_dir
     return None, rd

@@ -11,6 +11,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
+from ...config.choices import PROCESS_LAUNCHERS
 from ...errors import RunStateError
 from ...store import ACTIVE
 from ..lookup import KernelRuns, open_in
@@ -35,11 +36,18 @@ def stop_run(kernel: KernelRuns, ref: str | None, *, root: str | None = None) ->
     if not isinstance(run, Run):
         if run.record.status not in ACTIVE:
             raise RunStateError(f"run {run.record.id} is not training (status: {run.record.status})")
-        # trained by another process (a worker, another kernel): the request file reaches it, as the lab's Stop
-        run.request_stop(by="%ft_stop")
+        # trained by another process (a worker, another kernel): the request file reaches it, as the lab's Stop;
+        # asked again, the launch's supervisor ends its processes at once
+        again = run.stop_request() is not None
+        run.request_stop(by="%ft_stop", force=again)
         where = f"process {run.record.pid} on {run.record.hostname or 'this host'}"
-        return f"asked {run.record.id} ({where}) to stop after its current step…"
+        if again:
+            return f"asked {run.record.id} ({where}) again: its processes are ended now, keeping its last checkpoint"
+        return f"asked {run.record.id} ({where}) to stop after its current step… (%ft_stop again ends it at once)"
+    again = run.stop_asked
     run.stop()
+    if again and run.config.compute.launcher != "thread":
+        return f"stopping {run.id} now: its processes are ended, keeping its last checkpoint"
     return f"stopping {run.id} after the current step…"
 
 
@@ -64,7 +72,11 @@ def show_run(kernel: KernelRuns, ref: str | None) -> None:
     run = kernel.resolve(ref)
     from ...widgets import dashboard_for
 
-    from ...engine import Run
+    from ...engine import Run, follow
+
+    if not isinstance(run, Run) and run.record.status in ACTIVE and run.record.launch.get("launcher") in \
+            PROCESS_LAUNCHERS:
+        run = follow(run)  # trained by processes of its own (maybe started by an earlier kernel): live again
 
     done = not isinstance(run, Run) or run.done  # a run on disk is not followed live by this kernel
     # A finished run gets the static figure: it renders in JupyterLab, VS Code and HTML exports alike.
