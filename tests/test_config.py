@@ -196,7 +196,8 @@ def non_default_config() -> FineTuneConfig:
         data=DataConfig(source="data/train.jsonl", format="alpaca", columns={"instruction": "q", "output": "a"},
                         eval_split=0.25, max_length=1024, packing=True, completion_only_loss=False,
                         system_prompt="Answer in one word.", eval_source="data/eval.jsonl"),
-        lora=LoraSettings(r=8, alpha=24, dropout=0.0, target_modules=["q_proj", "v_proj"]),
+        lora=LoraSettings(r=8, alpha=24, dropout=0.0, target_modules=["q_proj", "v_proj"], use_dora=True,
+                          use_rslora=True),
         quantization=QuantizationConfig(method="none", double_quant=False, quant_storage="bfloat16"),
         training=TrainingConfig(learning_rate=1e-5, epochs=3.0, max_steps=200, batch_size=4, grad_accum=2,
                                 warmup=10, scheduler="cosine_with_restarts", weight_decay=0.01,
@@ -343,12 +344,14 @@ BAD = [
     ({"training": {"lr": 1e-4}}, "training.lr: unknown key. Known keys: batch_size, epochs, eval_every, grad_accum, "
                                  "gradient_checkpointing, learning_rate, logging_every, max_grad_norm, max_steps, "
                                  "on_nonfinite, optimizer, report_to, save_every, scheduler, seed, warmup, weight_decay"),
-    ({"lora": {"rank": 8}}, "lora.rank: unknown key. Known keys: alpha, dropout, r, target_modules"),
+    ({"lora": {"rank": 8}}, "lora.rank: unknown key. Known keys: alpha, dropout, r, target_modules, use_dora, "
+                            "use_rslora"),
     ({"model": {"nme": "x"}}, "model.nme: unknown key. Did you mean 'name'?"),
     ({"training": [1, 2]}, "training: must be a mapping of fields (got [1, 2]). Fields: learning_rate, epochs, "
                            "max_steps, batch_size, grad_accum, warmup, scheduler, weight_decay, max_grad_norm, seed, "
                            "eval_every, save_every, logging_every, gradient_checkpointing, optimizer, on_nonfinite, report_to"),
-    ({"lora": 16}, "lora: must be a mapping of fields (got 16). Fields: r, alpha, dropout, target_modules"),
+    ({"lora": 16}, "lora: must be a mapping of fields (got 16). Fields: r, alpha, dropout, target_modules, "
+                   "use_dora, use_rslora"),
     # the columns mapping
     ({"data": {"columns": {"answer": "a"}}}, "data.columns.answer: unknown key. Known keys: completion, input, "
                                              "instruction, messages, output, prompt, text"),

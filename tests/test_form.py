@@ -36,7 +36,8 @@ NON_DEFAULT = {
         "system_prompt": "You route support tickets.\nAnswer with one word.",
         "eval_source": "data/eval.jsonl",
     },
-    "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]},
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"], "use_dora": True,
+             "use_rslora": True},
     "quantization": {"method": "none", "double_quant": False, "quant_storage": "bfloat16"},
     "training": {
         "learning_rate": 3e-5,

@@ -91,6 +91,12 @@ class LoraSettings:
         "all-linear", "Which layers get an adapter: ``all-linear`` (the QLoRA paper's choice) or a list of module "
         "names "
         "such as ``[q_proj, v_proj]``.")
+    use_dora: bool = _doc(
+        False, "DoRA (weight-decomposed LoRA): learns each weight's magnitude apart from its direction; closer to "
+        "full fine-tuning at low ranks, at some extra time per step (peft's ``use_dora``).")
+    use_rslora: bool = _doc(
+        False, "rsLoRA (rank-stabilized): scales the update by alpha / sqrt(r) instead of alpha / r, so high ranks "
+        "keep learning; with it, alpha = r is a sensible start (peft's ``use_rslora``).")
 
 
 @dataclass

@@ -54,6 +54,8 @@ def config_problems(config: "FineTuneConfig") -> list[Problem]:
     check_int(p, "lora.r", l.r, lo=1, hi=1024, hint="Common ranks are 8, 16, 32, 64")
     check_number(p, "lora.alpha", l.alpha, lo=0.0, strict_lo=True, hint="Usually 2 x r")
     check_number(p, "lora.dropout", l.dropout, lo=0.0, hi=0.9)
+    check_bool(p, "lora.use_dora", l.use_dora)
+    check_bool(p, "lora.use_rslora", l.use_rslora)
     tm = l.target_modules
     if not (isinstance(tm, str) and tm) and not (isinstance(tm, list) and tm and all(isinstance(x, str) for x in tm)):
         p.append(Problem("lora.target_modules", "must be 'all-linear' or a list of module names", tm,

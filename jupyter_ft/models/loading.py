@@ -119,6 +119,8 @@ def apply_lora(model: Any, config: FineTuneConfig, device: str | None = None,
         lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout,
         target_modules=config.lora.target_modules,
+        use_dora=config.lora.use_dora,
+        use_rslora=config.lora.use_rslora,
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
