@@ -549,3 +549,37 @@ def test_sweep_view_in_a_real_browser_draws_trials_shows_errors_and_stops(colab:
     assert all(c["mode"] == "extend" for a in answers[1:] for s in a["series"] for c in s.values())
     assert n_points == expected  # the browser holds every point of the trial, once
     assert sweep.runs[2].run_dir.last_checkpoint() is not None and sweep.status_of(sweep.runs[3]) == "cancelled"
+
+
+def test_a_run_trained_by_processes_of_its_own_polls_live_from_its_directory(colab: FakeColab,
+                                                                            tmp_path: Path) -> None:
+    """``compute.launcher: torchrun``: rank 0 (played here by this test, in another process's name) writes the
+    run directory; the Colab view follows it through ``ProcessRun`` without any training in this kernel."""
+    import os
+    import socket
+    import subprocess
+
+    from jupyter_ft.engine import ProcessRun
+
+    rank0 = subprocess.Popen(["sleep", "60"])  # a live pid for the record: the worker is alive
+    try:
+        rd = RunStore(tmp_path / "runs").create({"compute": {"launcher": "torchrun", "processes": 2}}, "launched")
+        rd.save(status="running", pid=rank0.pid, hostname=socket.gethostname(), started_at="2026-12-02T00:00:00",
+                launch={"launcher": "torchrun", "world_size": 2})
+        rd.write_progress({"step": 1, "max_steps": 4, "elapsed": 1.0, "eta": 3.0})
+        rd.log_metrics({"step": 1, "loss": 2.5, "learning_rate": 1e-3})
+        setup_colab()
+        dash = dashboard_for(rd.path)
+        assert isinstance(dash, ColabDashboard) and isinstance(dash.run, ProcessRun)
+        first = poll_until(colab, dash, lambda a: a["series"]["loss"]["x"] == [1], timeout=10)[-1]
+        for step in (2, 3, 4):
+            rd.log_metrics({"step": step, "loss": 2.5 - step / 10, "learning_rate": 1e-3})
+        rd.write_progress({"step": 4, "max_steps": 4, "elapsed": 4.0, "eta": 0.0})
+        rd.save(status="finished", finished_at="2026-12-02T00:00:05")
+        answers = poll_until(colab, dash, lambda a: a["done"], timeout=20, cursor=first["cursor"])
+        x, _ = rebuild([first] + answers, "loss")
+        assert x == [1, 2, 3, 4] and answers[-1]["done"] and dash.run.done
+        assert dash.state.status == "finished" and os.getpid() != rank0.pid
+    finally:
+        rank0.kill()
+        rank0.wait()

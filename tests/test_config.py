@@ -317,7 +317,7 @@ BAD = [
     ({"lora": {"r": 0}}, "lora.r: must be >= 1 (got 0). Common ranks are 8, 16, 32, 64"),
     ({"lora": {"r": 2048}}, "lora.r: must be <= 1024 (got 2048). Common ranks are 8, 16, 32, 64"),
     ({"lora": {"alpha": 0}}, "lora.alpha: must be > 0 (got 0). Usually 2 x r"),
-    ({"lora": {"dropout": 1.0}}, "lora.dropout: must be <= 0.9 (got 1.0)"),
+    ({"lora": {"dropout": 1.0}}, "lora.dropout: must be <= 0.9 (got 1.0). A probability such as 0.05, or auto"),
     # bad choices, with a did-you-mean when one is close
     ({"quantization": "4bit"}, "quantization.method: is not a valid choice (got '4bit'). Did you mean '4bit-nf4'?"),
     ({"quantization": {"method": "8-bit"}},
@@ -443,7 +443,7 @@ def test_problem_str_formats():
 def test_problems_method_lists_without_raising():
     config = FineTuneConfig(lora=LoraSettings(dropout=-0.5), output=OutputConfig(root=""))
     assert [str(p) for p in config.problems()] == [
-        "lora.dropout: must be >= 0 (got -0.5)",
+        "lora.dropout: must be >= 0 (got -0.5). A probability such as 0.05, or auto",
         "output.root: must be a non-empty string (got '')",
     ]
 

@@ -406,3 +406,21 @@ def test_a_sweep_refuses_a_process_launcher_instead_of_ignoring_it(tmp_path: Pat
     with pytest.raises(RunStateError, match="not supported in a sweep yet"):
         start_sweep(base, {"params": {"training.learning_rate": [1e-4, 2e-4]}})
     assert not list(tmp_path.iterdir())  # nothing created
+
+
+@pytest.mark.slow
+def test_ranks_that_do_not_answer_a_stop_within_the_bound_are_ended(tiny_model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    run_dir = make_run(tiny_model_dir, root, "bound", {"launcher": "torchrun", "processes": 2}, max_steps=200,
+                       save_every=2, eval_every=100)
+    # steps of 30 s and a 3 s bound: the ranks cannot reach the end of their step in time
+    proc = launch(run_dir, env={"JFT_TEST_STEP_SECONDS": "30", "JUPYTER_FT_STOP_GRACE": "3"})
+    store = RunStore(root)
+    deadline = time.monotonic() + 240
+    while store.open(run_dir.name).record.status != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    store.open(run_dir.name).request_stop("test")  # one Stop only
+    finish(proc, timeout=120)
+    record = store.load(run_dir.name)
+    assert record.status == "stopped" and "no rank ended within 3 s of Stop" in " ".join(record.warnings)
+    assert_no_process_left(run_dir)

@@ -169,3 +169,17 @@ def test_evaluation_does_not_change_how_4bit_layers_train(tiny_model_dir: Path) 
     assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
     for name, grad in before.items():
         torch.testing.assert_close(after[name], grad, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_lora_dropout_auto_is_off_on_a_cpu_and_the_qlora_value_on_cuda(tiny_model_dir: Path) -> None:
+    from jupyter_ft.config import FineTuneConfig
+    from jupyter_ft.models import resolve_lora_dropout
+
+    auto = FineTuneConfig.from_dict({})
+    assert auto.lora.dropout == "auto"
+    assert resolve_lora_dropout(auto, "cpu") == 0.0 and resolve_lora_dropout(auto, "cuda") == 0.05
+    assert resolve_lora_dropout(FineTuneConfig.from_dict({"lora": {"dropout": 0.1}}), "cpu") == 0.1
+    model = models.apply_lora(models.load_base_model(_config(tiny_model_dir), models.resolve_model(
+        str(tiny_model_dir)), "cpu", __import__("torch").float32), _config(tiny_model_dir), "cpu")
+    layer = next(m for n, m in model.named_modules() if n.endswith("q_proj") and hasattr(m, "lora_dropout"))
+    assert type(layer.lora_dropout["default"]).__name__ == "Identity"  # no random masks drawn at all

@@ -170,4 +170,9 @@ def test_scale_out_notebook_executes_two_ranks_on_cpu(tmp_path: Path, monkeypatc
     assert "finished" in text_of(cell_with(nb, "run.wait()"))
     launch = text_of(cell_with(nb, "launch['command']"))
     assert "'world_size': 2" in launch and "'examples_per_step': 8" in launch and "rank-1.log" in launch
+    # the forgetting probe ran on rank 0 while rank 1 waited at the barrier: measured, and no deadlock
+    from jupyter_ft.store import read_jsonl
+
+    run_dir = next((tmp_path / "ft_runs").glob("*scale-out*"))
+    assert any(rec.get("forgetting") for rec in read_jsonl(run_dir / "probes.jsonl"))
     assert "exact_match" in text_of(cell_with(nb, "%ft_eval"))

@@ -86,7 +86,10 @@ class LoraSettings:
 
     r: int = _doc(16, "LoRA rank: the adapter's capacity. 8-64 is typical; higher learns more and forgets more.")
     alpha: int = _doc(32, "LoRA scaling numerator (the update is scaled by alpha / r); usually 2 x r.")
-    dropout: float = _doc(0.05, "Dropout on the adapter's input during training.")
+    dropout: float | str = _doc(
+        "auto", "Dropout on the adapter's input during training. ``auto``: 0.05 on a GPU (the QLoRA paper's value) "
+        "and 0 on a CPU, where drawing a fresh random mask for every adapted layer took a fifth of each step "
+        "(``benchmarks/bench_overheads.py``).")
     target_modules: Any = _doc(
         "all-linear", "Which layers get an adapter: ``all-linear`` (the QLoRA paper's choice) or a list of module "
         "names "

@@ -53,7 +53,8 @@ def config_problems(config: "FineTuneConfig") -> list[Problem]:
 
     check_int(p, "lora.r", l.r, lo=1, hi=1024, hint="Common ranks are 8, 16, 32, 64")
     check_number(p, "lora.alpha", l.alpha, lo=0.0, strict_lo=True, hint="Usually 2 x r")
-    check_number(p, "lora.dropout", l.dropout, lo=0.0, hi=0.9)
+    if l.dropout != "auto":
+        check_number(p, "lora.dropout", l.dropout, lo=0.0, hi=0.9, hint="A probability such as 0.05, or auto")
     check_bool(p, "lora.use_dora", l.use_dora)
     check_bool(p, "lora.use_rslora", l.use_rslora)
     tm = l.target_modules

@@ -74,8 +74,62 @@ def trainer_class() -> type:
     if _TRAINER_CLASS is None:
         from transformers import Trainer
 
-        _TRAINER_CLASS = type("RunTrainer", (NonFiniteGuardMixin, StagedCheckpointsMixin, Trainer), {})
+        _TRAINER_CLASS = type("RunTrainer", (NonFiniteGuardMixin, StagedCheckpointsMixin, LabelledLossMixin, Trainer),
+                              {})
     return _TRAINER_CLASS
+
+
+class LabelledLossMixin:
+    """The training loss from the logits of the positions that carry a label, not of every position.
+
+    A causal LM's head maps every position's hidden state to the whole vocabulary (49,152 logits per token for
+    SmolLM2), and the model's own loss then ignores every position whose next token is masked: with
+    ``completion_only_loss`` on short answers that is most of them (about 96% on the demo). Here the head runs only
+    at the positions where some row of the batch has a label next (transformers' own ``logits_to_keep``, given
+    those positions), and the cross-entropy is the model's own: the same sum over labelled tokens, divided as the
+    Trainer would (by the tokens of the whole accumulated batch when it counts them, else by this batch's). What
+    is learned does not change; a test checks loss and gradients against the model's own loss. Evaluation and
+    models without ``logits_to_keep`` use the model's own loss.
+    """
+
+    model_accepts_loss_kwargs: bool
+    accelerator: Any
+    args: Any
+    _keeps_logits: bool | None = None
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        import torch
+
+        labels = inputs.get("labels")
+        if return_outputs or labels is None or not model.training or not self._accepts_logits_to_keep(model):
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,  # type: ignore[misc]
+                                        num_items_in_batch=num_items_in_batch)
+        shifted = labels[:, 1:]
+        keep = (shifted != -100).any(dim=0).nonzero().squeeze(-1)  # positions whose next token is trained
+        if keep.numel() == 0:
+            return super().compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)  # type: ignore[misc]
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        targets = shifted[:, keep].to(logits.device)
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                 ignore_index=-100, reduction="sum")
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            loss = loss / num_items_in_batch  # the whole accumulated batch's tokens: the Trainer does not divide again
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # as the Trainer does: the gradients are averaged
+        else:
+            loss = loss / (targets != -100).sum().clamp(min=1)
+        return loss
+
+    def _accepts_logits_to_keep(self, model: Any) -> bool:
+        if self._keeps_logits is None:
+            import inspect
+
+            base = self.accelerator.unwrap_model(model)
+            base = base.get_base_model() if hasattr(base, "get_base_model") else base
+            self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        return self._keeps_logits
 
 
 # training.on_nonfinite: skip gives up after this many bad steps in a row: the model itself has gone bad
