@@ -208,6 +208,15 @@ def rank_pids(run_dir: Path) -> list[int]:
     return pids
 
 
+def wait_until_running(root: Path, run_dir: Path, timeout: float = 240) -> RunStore:
+    """The store, once rank 0 has recorded the run ``running`` (the model is loaded, training begins)."""
+    store = RunStore(root)
+    deadline = time.monotonic() + timeout
+    while store.open(run_dir.name).record.status != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return store
+
+
 def assert_no_process_left(run_dir: Path) -> None:
     import psutil
 
@@ -317,10 +326,7 @@ def test_a_stop_request_file_stops_both_ranks_and_a_second_stop_ends_the_launch(
                        save_every=2, eval_every=100)
     # steps of 20 s: the first Stop cannot be honoured before the second one arrives
     proc = launch(run_dir, env={"JFT_TEST_STEP_SECONDS": "20"})
-    store = RunStore(root)
-    deadline = time.monotonic() + 240
-    while store.open(run_dir.name).record.status != "running" and time.monotonic() < deadline:
-        time.sleep(0.2)
+    store = wait_until_running(root, run_dir)
     rd = store.open(run_dir.name)
     rd.request_stop("test")
     time.sleep(1)
@@ -415,10 +421,7 @@ def test_ranks_that_do_not_answer_a_stop_within_the_bound_are_ended(tiny_model_d
                        save_every=2, eval_every=100)
     # steps of 30 s and a 3 s bound: the ranks cannot reach the end of their step in time
     proc = launch(run_dir, env={"JFT_TEST_STEP_SECONDS": "30", "JUPYTER_FT_STOP_GRACE": "3"})
-    store = RunStore(root)
-    deadline = time.monotonic() + 240
-    while store.open(run_dir.name).record.status != "running" and time.monotonic() < deadline:
-        time.sleep(0.2)
+    store = wait_until_running(root, run_dir)
     store.open(run_dir.name).request_stop("test")  # one Stop only
     finish(proc, timeout=120)
     record = store.load(run_dir.name)
