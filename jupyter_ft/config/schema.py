@@ -16,23 +16,14 @@ import yaml
 
 from ..errors import ConfigError, Problem
 from .checks import field_names, key_text, nesting_problem, unknown_key
-from .choices import (BUILTIN_MODEL, DEFAULT_ROOT, LAUNCHERS, NONFINITE_POLICIES, OFFLOADS, OPTIMIZERS, QUANT_STORAGES,
-                      STRATEGIES, ZERO_STAGES)
+from .choices import BUILTIN_MODEL, DEFAULT_ROOT, NONFINITE_POLICIES, OPTIMIZERS, QUANT_STORAGES
+from .compute import ComputeConfig
+from .fields import _doc
 from .validation import config_problems
 from .yaml_io import MAX_DEPTH, Dumper, Loader, YAMLValueError, describe_error, plain_scalar
 
 __all__ = ["ModelConfig", "DataConfig", "LoraSettings", "QuantizationConfig", "TrainingConfig", "OutputConfig",
            "ProbesConfig", "ComputeConfig", "SECTIONS", "FineTuneConfig", "deep_copy", "set_dotted", "flatten"]
-
-
-def _doc(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field that carries its meaning in ``metadata["help"]``: docs/configuration.md
-    (``scripts/gen_docs.py``) and the form's tooltips read it, so the meaning lives next to the default."""
-    if isinstance(default, (list, dict)):
-        empty = type(default)
-        return field(default_factory=lambda: empty(default), metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
-
 
 
 @dataclass
@@ -213,45 +204,6 @@ class ProbesConfig:
     probe_file: str | None = _doc(
         None, "Your own forgetting-probe items: a ``.jsonl`` file with one prompt/answer object per line, scored "
         "first, ahead of the bundled set.")
-
-
-@dataclass
-class ComputeConfig:
-    """Where the run trains: a thread of this kernel (one device), a process of its own, or many processes, GPUs
-    and nodes under a real launcher (torchrun, ``accelerate launch``, ``deepspeed``). Process runs outlive the
-    kernel: a new kernel lists them, re-attaches a dashboard and stops them by their run directory."""
-
-    launcher: str = _doc(
-        "thread", "``thread``: a background thread of this kernel (one device). ``process``: one process of its "
-        "own, which outlives the kernel and hands all its memory back when it ends. ``torchrun``, ``accelerate``, "
-        "``deepspeed``: that launcher starts ``processes`` workers per node.", choices=LAUNCHERS)
-    processes: int | str = _doc(
-        "auto", "Worker processes per node. ``auto``: one per visible GPU (``devices``), or 1 on a machine without "
-        "one. More than one on a CPU trains with gloo, one CPU share each.")
-    devices: list[int] | None = _doc(
-        None, "Which GPUs the workers use (``CUDA_VISIBLE_DEVICES``), e.g. ``[0, 1]``; ``null``: every visible "
-        "one.")
-    strategy: str = _doc(
-        "auto", "How the workers share the model: ``ddp`` (a full copy each, gradients averaged), ``fsdp`` "
-        "(parameters, gradients and optimizer state sharded), ``deepspeed`` (ZeRO, stage ``zero_stage``). "
-        "``auto``: ``deepspeed`` under the deepspeed launcher, else ``ddp``.", choices=STRATEGIES)
-    zero_stage: int = _doc(
-        2, "DeepSpeed ZeRO stage: 1 shards the optimizer state, 2 also the gradients, 3 also the parameters.",
-        choices=ZERO_STAGES)
-    offload: str = _doc(
-        "none", "``cpu`` keeps the optimizer state (ZeRO, FSDP) in CPU memory: a bigger model per GPU, slower "
-        "steps.", choices=OFFLOADS)
-    nodes: int = _doc(1, "Machines taking part; every node runs the same config with its own ``node_rank``.")
-    node_rank: int = _doc(0, "This machine's index among ``nodes`` (0 holds rank 0, which writes the run directory).")
-    rdzv_endpoint: str | None = _doc(
-        None, "``host:port`` every node reaches to meet the others (torchrun's c10d rendezvous; rank 0's machine). "
-        "Needed when ``nodes`` > 1.")
-    deepspeed_config: str | None = _doc(
-        None, "Your own DeepSpeed JSON file, passed to the Trainer as is (instead of the one built from "
-        "``zero_stage`` and ``offload``).")
-    accelerate_config: str | None = _doc(
-        None, "Your own ``accelerate config`` YAML file for ``launcher: accelerate`` (instead of the generated "
-        "one).")
 
 
 SECTIONS: dict[str, type] = {
